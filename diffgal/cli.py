@@ -1,0 +1,336 @@
+"""The `diffgal` command.
+
+`diffgal info` reports the installation; `diffgal chemistry` runs one one-zone chemical evolution
+model and prints the abundances of the star born at the end of it. Run `diffgal --help` for the
+options. This module is application code: unlike the library, it may switch JAX to float64.
+"""
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+_TAU_IA_CHEMPY = 0.04  # Gyr; the value sbi-chempy's simulator uses (spec §2)
+_PLANCK15_AGE = 13.797617  # Gyr
+_PLOT_MIN_FE_H = -4.0  # tracks are drawn from this [Fe/H] on
+
+
+class _CLIError(Exception):
+    """A problem with the command line or its inputs: printed without a traceback, exit code 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `diffgal` command.
+
+    **Arguments:**
+
+    - `argv`: the command-line arguments without the program name; `None` reads `sys.argv[1:]`.
+
+    **Returns:**
+
+    The exit status: 0 on success, 1 when a chemistry run was rejected by the model, 2 for a
+    usage error (bad arguments, missing data files).
+    """
+    parser = _make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except _CLIError as error:
+        print(f"diffgal {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffgal", description="Differentiable galaxy modelling in JAX."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = commands.add_parser(
+        "info", help="show versions, devices, the data directory and available yield sets"
+    )
+    info.add_argument("--data-dir", type=Path, default=None, help="data directory to inspect")
+    info.set_defaults(run=_info)
+
+    chem = commands.add_parser(
+        "chemistry",
+        help="run the one-zone chemical evolution model and print the final abundances",
+        description=(
+            "Evolve one one-zone chemical evolution model (CHEMPY TNG configuration) up to the "
+            "birth time and print [X/H] and [X/Fe] of the star born then."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    chem.add_argument("--alpha-imf", type=float, default=-2.3, help="high-mass IMF slope")
+    chem.add_argument("--log10-n-ia", type=float, default=-2.89, help="log10 SN Ia per Msun")
+    chem.add_argument(
+        "--log10-tau-ia",
+        type=float,
+        default=math.log10(_TAU_IA_CHEMPY),
+        help="log10 SN Ia delay time [Gyr]",
+    )
+    chem.add_argument("--log10-sfe", type=float, default=-0.3, help="log10 SF efficiency [1/Gyr]")
+    chem.add_argument("--log10-sfr-peak", type=float, default=0.55, help="log10 SFH peak [Gyr]")
+    chem.add_argument("--x-out", type=float, default=0.5, help="outflow fraction of returns")
+    chem.add_argument("--t-birth", type=float, default=12.0, help="birth time [Gyr]")
+    chem.add_argument("--mode", choices=("faithful", "smooth"), default="faithful")
+    chem.add_argument(
+        "--yields",
+        default="auto",
+        help="yield set: 'tng', 'default' or 'auto' (tng when its tables are found, else default)",
+    )
+    chem.add_argument(
+        "--data-dir", type=Path, default=None, help="data directory (default: $DIFFGAL_DATA_DIR)"
+    )
+    chem.add_argument(
+        "--x64",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compute in float64",
+    )
+    chem.add_argument("--plot", type=Path, default=None, metavar="PATH", help="save tracks here")
+    chem.add_argument(
+        "--json", type=Path, default=None, metavar="PATH", help="write the abundances as JSON"
+    )
+    chem.set_defaults(run=_chemistry)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# diffgal info
+
+
+def _info(args: argparse.Namespace) -> int:
+    import jax
+
+    import diffgal
+
+    print(f"diffgal        {diffgal.__version__}")
+    print(f"jax            {jax.__version__}")
+    print(f"backend        {jax.default_backend()}")
+    print(f"devices        {', '.join(str(device) for device in jax.devices())}")
+    print(f"x64 enabled    {jax.config.read('jax_enable_x64')}")
+    print(f"data directory {_describe_data_dir(args.data_dir)}")
+    print("yield sets")
+    try:
+        yield_sets = diffgal.chemistry.available_yield_sets(data_dir=args.data_dir)
+    except Exception as error:  # report, do not crash: `info` is what users run when things break
+        print(f"  could not list yield sets: {type(error).__name__}: {error}")
+    else:
+        width = max((len(name) for name in yield_sets), default=0)
+        for name, status in yield_sets.items():
+            print(f"  {name:<{width}}  {_describe_status(status)}")
+    print("templates      none yet (diffgal.spectra lands with the IFU issue)")
+    return 0
+
+
+def _describe_data_dir(explicit: Path | None) -> str:
+    if explicit is not None:
+        return f"{explicit} (from --data-dir)"
+    import diffgal
+
+    try:
+        path = diffgal.data_dir()
+    except Exception as error:
+        return f"not set ({error})"
+    return "not set (set DIFFGAL_DATA_DIR)" if path is None else str(path)
+
+
+def _describe_status(status: object) -> str:
+    if status is True or status == "available":
+        return "available"
+    if status is False:
+        return "not available"
+    return f"not available: {status}"
+
+
+# --------------------------------------------------------------------------------------------
+# diffgal chemistry
+
+
+def _chemistry(args: argparse.Namespace) -> int:
+    if not 0.0 < args.t_birth <= _PLANCK15_AGE:
+        raise _CLIError(
+            f"--t-birth must lie in (0, {_PLANCK15_AGE}] Gyr (the age of the Universe); "
+            f"got {args.t_birth}."
+        )
+    if not 0.0 <= args.x_out <= 1.0:
+        raise _CLIError(f"--x-out is a fraction and must lie in [0, 1]; got {args.x_out}.")
+
+    import jax
+
+    previous_x64 = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", args.x64)
+    try:
+        return _run_chemistry(args)
+    finally:  # `main` can be called in-process (tests): leave the global flag as it was
+        jax.config.update("jax_enable_x64", previous_x64)
+
+
+def _run_chemistry(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from diffgal.chemistry import ChemistryParams, GCEOptions, evolve, load_yields
+
+    name, why = _choose_yields(args.yields, args.data_dir)
+    try:
+        yields = load_yields(name, data_dir=args.data_dir)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        raise _CLIError(f"could not load yield set {name!r}: {error}") from None
+
+    values = {
+        "imf_slope": args.alpha_imf,
+        "log10_n_ia": args.log10_n_ia,
+        "log10_tau_ia": args.log10_tau_ia,
+        "log10_sfe": args.log10_sfe,
+        "log10_sfr_peak": args.log10_sfr_peak,
+        "outflow_fraction": args.x_out,
+        "birth_time": args.t_birth,
+    }
+    params = ChemistryParams(**values)
+    options = GCEOptions.faithful() if args.mode == "faithful" else GCEOptions.smooth()
+    try:
+        hist = evolve(params, yields=yields, options=options, throw=False)
+    except ValueError as error:
+        raise _CLIError(str(error)) from None
+
+    elements = tuple(hist.elements)
+    x_h = np.asarray(hist.x_h())[-1]
+    x_fe = np.asarray(hist.x_fe())[-1]
+    fe_h = float(np.asarray(hist.fe_h())[-1])
+    failed = bool(np.asarray(hist.failed))
+    reason = hist.failure_reason
+
+    print(f"yields     {name} ({why})")
+    print(f"mode       {args.mode}, {'float64' if args.x64 else 'float32'}")
+    print("parameters " + ", ".join(f"{key}={value:.6g}" for key, value in values.items()))
+    print()
+    print(f"abundances of the star born at t = {args.t_birth:g} Gyr")
+    print(f"  {'element':<8}{'[X/H]':>10}{'[X/Fe]':>10}")
+    for i, element in enumerate(elements):
+        print(f"  {element:<8}{x_h[i]:>+10.4f}{x_fe[i]:>+10.4f}")
+    print(f"  [Fe/H] = {fe_h:+.4f}")
+    print(f"status     {'FAILED: ' + reason if failed else 'ok'}")
+
+    if args.json is not None:
+        record = {
+            "yields": name,
+            "mode": args.mode,
+            "x64": args.x64,
+            "parameters": values,
+            "failed": failed,
+            "failure_reason": reason,
+            "birth": {
+                "fe_h": _finite_or_none(fe_h),
+                "x_h": {e: _finite_or_none(x_h[i]) for i, e in enumerate(elements)},
+                "x_fe": {e: _finite_or_none(x_fe[i]) for i, e in enumerate(elements)},
+            },
+            "tracks": {
+                "time": _to_list(hist.time),
+                "elements": list(elements),
+                "fe_h": _to_list(hist.fe_h()),
+                "x_fe": _to_list(hist.x_fe()),
+                "ism_mass": _to_list(hist.ism_mass),
+                "corona_mass": _to_list(hist.corona_mass),
+            },
+        }
+        _ensure_parent(args.json)
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote      {args.json}")
+    if args.plot is not None:
+        _plot_tracks(args.plot, hist, args.t_birth)
+        print(f"wrote      {args.plot}")
+    return 1 if failed else 0
+
+
+def _choose_yields(requested: str, data_dir: Path | None) -> tuple[str, str]:
+    if requested != "auto":
+        return requested, "requested with --yields"
+    try:
+        from diffgal._data import tng_files_present
+    except ImportError:
+        return "default", "auto: TNG detection unavailable in this installation"
+    if tng_files_present(data_dir):
+        return "tng", "auto: TNG tables found in the data directory"
+    return "default", (
+        "auto: TNG tables not found; set DIFFGAL_DATA_DIR or --data-dir, or run "
+        "diffgal.fetch_tng_yields(), to use them"
+    )
+
+
+def _finite_or_none(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _to_list(array: Any) -> Any:
+    """Nested lists of floats, with `None` for non-finite values (JSON has no NaN or inf)."""
+    import numpy as np
+
+    def clean(value: Any) -> Any:
+        return [clean(v) for v in value] if isinstance(value, list) else _finite_or_none(value)
+
+    return clean(np.asarray(array, dtype=float).tolist())
+
+
+def _ensure_parent(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _plot_tracks(path: Path, hist: Any, birth_time: float) -> None:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise _CLIError(
+            '--plot needs matplotlib; install it with `pip install -e ".[plot]"`.'
+        ) from None
+    import numpy as np
+
+    def finite(array: Any) -> np.ndarray:
+        array = np.asarray(array, dtype=float)
+        return np.where(np.isfinite(array), array, np.nan)
+
+    elements = tuple(hist.elements)
+    shown = [e for e in elements if e not in ("H", "Fe")]
+    time = finite(hist.time)
+    fe_h = finite(hist.fe_h())
+    x_fe = finite(hist.x_fe())
+    ism = finite(hist.ism_mass).sum(axis=-1)
+    corona = finite(hist.corona_mass).sum(axis=-1)
+
+    n_panels = len(shown) + 1
+    n_cols = min(4, n_panels)
+    n_rows = math.ceil(n_panels / n_cols)
+    fig = Figure(figsize=(3.6 * n_cols, 3.0 * n_rows), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+    # The first enriched nodes can sit near [Fe/H] = -10; draw the range where stars are observed.
+    visible = fe_h >= _PLOT_MIN_FE_H
+    for ax, element in zip(axes, shown, strict=False):
+        column = x_fe[:, elements.index(element)]
+        ax.plot(fe_h[visible], column[visible], "-o", color="C0", markersize=2.5, linewidth=1)
+        ax.plot(fe_h[-1], column[-1], "*", color="C3", markersize=12, label="birth")
+        ax.set_xlabel("[Fe/H]")
+        ax.set_ylabel(f"[{element}/Fe]")
+        ax.ticklabel_format(useOffset=False)
+    axes[0].legend(loc="best", fontsize="small")
+
+    ax = axes[len(shown)]
+    ax.plot(time, ism, "-o", markersize=2.5, label="ISM gas")
+    ax.plot(time, corona, "-s", markersize=2.5, label="corona")
+    ax.axvline(birth_time, color="C3", linestyle=":", label="birth")
+    ax.set_xlabel("time [Gyr]")
+    ax.set_ylabel("mass [per unit mass formed]")
+    ax.legend(loc="best", fontsize="small")
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    fig.suptitle(f"diffgal chemistry: star born at t = {birth_time:g} Gyr")
+
+    _ensure_parent(path)
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
