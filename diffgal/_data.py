@@ -11,7 +11,7 @@ $DIFFGAL_DATA_DIR/
 ```
 
 The directory is, in order of precedence: the `data_dir` argument of a function, the environment
-variable `DIFFGAL_DATA_DIR`, and, for files fetched with [`diffgal.fetch_tng_yields`][], the pooch
+variable `DIFFGAL_DATA_DIR`, and, for files fetched with `diffgal.fetch_tng_yields`, the pooch
 cache folder (`pooch.os_cache("diffgal")`). Every file is checked against a SHA-256 hash before
 use, local copies included.
 """
@@ -181,9 +181,9 @@ def tng_yield_paths(
     **Arguments:**
 
     - `data_dir`: the data directory; defaults to `$DIFFGAL_DATA_DIR`, else the pooch cache
-      that [`diffgal.fetch_tng_yields`][] fills.
+      that `diffgal.fetch_tng_yields` fills.
     - `download`: if the files are missing, download them with
-      [`diffgal.fetch_tng_yields`][] (needs `pooch` and network access).
+      `diffgal.fetch_tng_yields` (needs `pooch` and network access).
 
     **Returns:**
 

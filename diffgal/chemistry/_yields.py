@@ -225,7 +225,7 @@ def load_yields(
     **Arguments:**
 
     - `name`: `"tng"` (the IllustrisTNG tables as shipped with CHEMPY, the sbi-chempy
-      configuration; needs the data files, see [`diffgal.fetch_tng_yields`][]), `"default"`
+      configuration; needs the data files, see `diffgal.fetch_tng_yields`), `"default"`
       (Nomoto+2013 CC-SN and AGB, Iwamoto+1999 W7 SN Ia, from the `crimsons` package; works
       offline), or the path of an HDF5 file in the user layout (see `docs/yields.md`).
     - `elements`: the traced element symbols, in the order of the model's state vector.
