@@ -18,7 +18,7 @@ from ._options import GCEOptions
 from ._params import AGE_OF_UNIVERSE, ChemistryParams
 from ._sfh import AbstractSFH, GammaSFH
 from ._solar import atomic_weights, metal_mask, solar_log_eps
-from ._ssp import N_EXTRA, make_context, ssp_returns
+from ._ssp import N_EXTRA, dying_mass, make_context, mass_cdf, ssp_returns
 from ._yields import Yields
 
 #: Primordial mass fractions (X, Y) of cosmic accretion, the initial corona and the first infall.
@@ -69,8 +69,10 @@ class ChemicalHistory(eqx.Module):
     - `infall_mass`: gas moved from the corona to the ISM (node 0: the initial fill).
     - `outflow_mass`: returned gas sent to the corona (`outflow_fraction` of the returns).
     - `ism_metallicity`: Z of the ISM.
-    - `stellar_mass`, `remnant_mass`, `untraced_mass`: living stars, remnants (plus dead stars
-      of no channel) and ejecta of untraced species, cumulative.
+    - `stellar_mass`: mass in living stars, from the IMF and the lifetimes of every SSP born so
+      far (independent of the return bookkeeping).
+    - `remnant_mass`: mass locked out of the gas, cumulative: remnants, dead stars of no
+      channel and ejecta of untraced species (e.g. S, Ca in the TNG tables).
     - `accreted_mass`: cumulative cosmic accretion into the corona.
     - `mass_fraction_formed`: fraction of the 13.8-Gyr star formation formed by T.
     - `result`: a `RESULTS` item; `margins`: distances to the rejection rules.
@@ -87,7 +89,6 @@ class ChemicalHistory(eqx.Module):
     ism_metallicity: Float[Array, " n_time"]
     stellar_mass: Float[Array, " n_time"]
     remnant_mass: Float[Array, " n_time"]
-    untraced_mass: Float[Array, " n_time"]
     accreted_mass: Float[Array, " n_time"]
     mass_fraction_formed: Float[Array, ""]
     result: RESULTS
@@ -113,7 +114,9 @@ class ChemicalHistory(eqx.Module):
         widths = _node_widths(self.time)
         return self.sfr_mass / widths
 
-    def x_h(self, masses: Float[ArrayLike, "*batch n_elem"] | None = None) -> Float[Array, "*batch n_elem"]:
+    def x_h(
+        self, masses: Float[ArrayLike, "*batch n_elem"] | None = None
+    ) -> Float[Array, "*batch n_elem"]:
         """[X/H] of the ISM at every node (or of given element `masses`)."""
         return bracket_x_h(self.ism_mass if masses is None else masses, self.elements)
 
@@ -209,6 +212,36 @@ def _sfh_masses(sfh: AbstractSFH, time, options: GCEOptions):
     return s, frac, ratio
 
 
+def _check_cc_window(token, metallicity, yields: Yields, ctx, options: GCEOptions):
+    """Raise if CC-SN progenitors of some SSP outlive the `n_cc_lags` window."""
+    time = ctx.time
+    n_time = time.shape[0]
+    births = jnp.arange(n_time - 1)
+    ends = jnp.minimum(births + options.n_cc_lags, n_time - 1)
+    m_end = dying_mass(time[ends] - time[births], metallicity[:-1], ctx, options)
+    outlived = (ends < n_time - 1) & (m_end > yields.cc.mass_range[0])
+    return eqx.error_if(
+        token,
+        jnp.any(outlived),
+        "`evolve`: the time steps are too short for `GCEOptions.n_cc_lags` (CC-SN progenitors "
+        "outlive the window); raise `n_cc_lags` or set it to None.",
+    )
+
+
+def _living_stars(s, metallicity, ctx, options: GCEOptions):
+    """Mass in living stars at each node: sum_j S_j (1 - C(m_die(0)) + C(m_die(t_n - t_j)))."""
+    time = ctx.time
+
+    def per_ssp(j, z):
+        age = jnp.maximum(time - time[j], 0.0)
+        c = mass_cdf(dying_mass(age, z, ctx, options), ctx, options)
+        alive = 1.0 - c[j] + c
+        return jnp.where(jnp.arange(time.shape[0]) >= j, alive, 0.0)
+
+    alive = jax.vmap(per_ssp)(jnp.arange(time.shape[0]), metallicity)  # (ssp, node)
+    return jnp.sum(s[:, None] * alive, axis=0)
+
+
 def evolve(
     params: ChemistryParams,
     *,
@@ -289,51 +322,61 @@ def evolve(
     corona0 = primordial * (f_acc * s[0] + f_res / frac - infall0)
     z0 = jnp.zeros((), dtype)
 
-    ssp = jax.checkpoint(
-        lambda j, z, comp: ssp_returns(j, z, comp, ctx, yields, options)
-    )
+    def make_step(first: int):
+        ssp = jax.checkpoint(
+            lambda j, z, comp: ssp_returns(j, z, comp, ctx, yields, options, first_node=first)
+        )
 
-    def step(carry, n):
-        ism, corona, reservoir, prev_ism, z, queue = carry
-        j = n - 1
-        comp_source = prev_ism if options.ssp_composition_lag else ism
-        comp_source = jnp.where(j == 0, ism, comp_source)
-        composition = comp_source / jnp.sum(comp_source)
-        queue = queue + s[j] * ssp(j, z, composition)
-        returned = queue[n]
-        feedback = returned[:n_elem]
-        ism_new = ism + (1 - x_out) * feedback
-        corona_new = corona + x_out * feedback + f_acc * s[n] * primordial
-        # CHEMPY tracks the corona gas as its own scalar (not the sum of its elements).
-        reservoir = reservoir + f_acc * s[n] + x_out * jnp.sum(feedback)
-        # Kennicutt-Schmidt infall from the corona.
-        need = s[n] / (sfe * widths[n])
-        gas = jnp.sum(ism_new)
-        if smooth:
-            eps = options.smooth_clamp_width * s[n]
-            infall = smooth_max(0.0, (need - gas) * (1 + 1e-8), eps)
-            infall = smooth_max(infall, 1.01 * (s[n] - gas), eps)
-            infall = smooth_min(infall, reservoir, eps)
-        else:
-            infall = jnp.maximum(0.0, (need - gas) * (1 + 1e-8))
-            infall = jnp.where(infall + gas <= s[n], 1.01 * (s[n] - gas), infall)
-            infall = jnp.where(infall > reservoir, reservoir, infall)
-        moved = infall * corona_new / reservoir
-        ism_new = ism_new + moved
-        corona_new = corona_new - moved
-        reservoir = reservoir - infall
-        gas = jnp.sum(ism_new)
-        gas_minus_sfr = gas - s[n]
-        ism_new = ism_new * (1 - s[n] / gas)
-        z_new = jnp.sum(jnp.where(metals, ism_new, 0.0)) / jnp.sum(ism_new)
-        out = (ism_new, corona_new, reservoir, feedback, infall, x_out * jnp.sum(feedback),
-               z_new, returned[n_elem:], gas_minus_sfr)
-        return (ism_new, corona_new, reservoir, ism, z_new, queue), out
+        def step(carry, n):
+            ism, corona, reservoir, prev_ism, z, queue = carry
+            j = n - 1
+            comp_source = prev_ism if options.ssp_composition_lag else ism
+            comp_source = jnp.where(j == 0, ism, comp_source)
+            composition = comp_source / jnp.sum(comp_source)
+            queue = queue.at[first:].add(s[j] * ssp(j, z, composition))
+            returned = queue[n]
+            feedback = returned[:n_elem]
+            ism_new = ism + (1 - x_out) * feedback
+            corona_new = corona + x_out * feedback + f_acc * s[n] * primordial
+            # CHEMPY tracks the corona gas as its own scalar (not the sum of its elements).
+            reservoir = reservoir + f_acc * s[n] + x_out * jnp.sum(feedback)
+            # Kennicutt-Schmidt infall from the corona.
+            need = s[n] / (sfe * widths[n])
+            gas = jnp.sum(ism_new)
+            if smooth:
+                eps = options.smooth_clamp_width * s[n]
+                infall = smooth_max(0.0, (need - gas) * (1 + 1e-8), eps)
+                infall = smooth_max(infall, 1.01 * (s[n] - gas), eps)
+                infall = smooth_min(infall, reservoir, eps)
+            else:
+                infall = jnp.maximum(0.0, (need - gas) * (1 + 1e-8))
+                infall = jnp.where(infall + gas <= s[n], 1.01 * (s[n] - gas), infall)
+                infall = jnp.where(infall > reservoir, reservoir, infall)
+            moved = infall * corona_new / reservoir
+            ism_new = ism_new + moved
+            corona_new = corona_new - moved
+            reservoir = reservoir - infall
+            gas = jnp.sum(ism_new)
+            gas_minus_sfr = gas - s[n]
+            ism_new = ism_new * (1 - s[n] / gas)
+            z_new = jnp.sum(jnp.where(metals, ism_new, 0.0)) / jnp.sum(ism_new)
+            out = (ism_new, corona_new, reservoir, feedback, infall, x_out * jnp.sum(feedback),
+                   z_new, returned[n_elem:], gas_minus_sfr)
+            return (ism_new, corona_new, reservoir, ism, z_new, queue), out
+
+        return step
 
     queue0 = jnp.zeros((n_time, n_elem + N_EXTRA), dtype)
     reservoir0 = jnp.sum(corona0)
-    carry0 = (ism0, corona0, reservoir0, ism0, z0, queue0)
-    _, outs = jax.lax.scan(step, carry0, jnp.arange(1, n_time))
+    carry = (ism0, corona0, reservoir0, ism0, z0, queue0)
+    # Later SSPs only need later nodes: scan in segments whose SSP kernels skip the past.
+    n_seg = max(1, min(options.scan_segments, n_time - 1))
+    bounds = sorted({1 + round(k * (n_time - 1) / n_seg) for k in range(n_seg + 1)})
+    segment_outs = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        carry, outs = jax.lax.scan(make_step(lo - 1), carry, jnp.arange(lo, hi))
+        segment_outs.append(outs)
+    outs = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *segment_outs)
     ism_s, corona_s, reservoir_s, feedback_s, infall_s, outflow_s, z_s, extra_s, gas_margin_s = (
         outs
     )
@@ -348,9 +391,11 @@ def evolve(
     infall = with_first(infall0, infall_s)
     outflow = with_first(0.0, outflow_s)
     metallicity = with_first(z0, z_s)
-    extra = with_first(jnp.zeros(N_EXTRA, dtype), extra_s)
-    cumulative_extra = jnp.cumsum(extra, axis=0)
-    stellar = jnp.cumsum(s) - cumulative_extra[:, 2]
+    if options.n_cc_lags is not None and options.n_cc_lags < n_time - 1:
+        ism = _check_cc_window(ism, metallicity, yields, ctx, options)
+    dying = with_first(jnp.zeros(N_EXTRA, dtype), extra_s)[:, 0]
+    remnant = jnp.cumsum(dying - jnp.sum(feedback, axis=-1))
+    stellar = _living_stars(s, metallicity, ctx, options)
     accreted = jnp.cumsum(f_acc * s)
 
     # CHEMPY tests node i after filling node i+1: the last node is never tested.
@@ -394,8 +439,7 @@ def evolve(
         outflow_mass=outflow,
         ism_metallicity=metallicity,
         stellar_mass=stellar,
-        remnant_mass=cumulative_extra[:, 0],
-        untraced_mass=cumulative_extra[:, 1],
+        remnant_mass=remnant,
         accreted_mass=accreted,
         mass_fraction_formed=frac,
         result=result,

@@ -14,6 +14,7 @@ import typing
 import equinox as eqx
 import jax.numpy as jnp
 import jax.scipy.special as jss
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._math import power_integral
@@ -27,6 +28,11 @@ class AbstractIMF(eqx.Module):
     high_mass_slope: eqx.AbstractVar[Float[ArrayLike, ""]]
     mass_min: eqx.AbstractVar[float]
     mass_max: eqx.AbstractVar[float]
+    power_law_break: eqx.AbstractVar[float]
+
+    @abc.abstractmethod
+    def high_mass_amplitude(self) -> Float[Array, ""]:
+        """`A` with dN/dm = A m^high_mass_slope above `power_law_break`."""
 
     @abc.abstractmethod
     def number_density(self, m: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
@@ -67,10 +73,15 @@ class ChabrierIMF(AbstractIMF):
     amplitude_high: float = eqx.field(static=True, default=0.237912)
     sigma: float = eqx.field(static=True, default=0.69)
     m_c: float = eqx.field(static=True, default=0.079)
+    power_law_break: float = eqx.field(static=True, default=1.0)
+
+    def high_mass_amplitude(self):
+        return jnp.asarray(self.amplitude_high)
 
     def number_density(self, m):
         m = jnp.asarray(m)
-        low = self.amplitude_low / m * jnp.exp(-(jnp.log10(m / self.m_c) ** 2) / (2 * self.sigma**2))
+        lognormal = jnp.exp(-(jnp.log10(m / self.m_c) ** 2) / (2 * self.sigma**2))
+        low = self.amplitude_low / m * lognormal
         high = self.amplitude_high * jnp.power(m, self.high_mass_slope)
         return jnp.where(m < 1.0, low, high)
 
@@ -106,6 +117,10 @@ class SalpeterIMF(AbstractIMF):
     high_mass_slope: Float[ArrayLike, ""] = -2.35
     mass_min: float = eqx.field(static=True, default=0.1)
     mass_max: float = eqx.field(static=True, default=100.0)
+    power_law_break: float = eqx.field(static=True, default=1.0)
+
+    def high_mass_amplitude(self):
+        return jnp.asarray(1.0)
 
     def number_density(self, m):
         return jnp.power(jnp.asarray(m), self.high_mass_slope)
@@ -123,6 +138,19 @@ class KroupaIMF(AbstractIMF):
     mass_max: float = eqx.field(static=True, default=100.0)
     low_slopes: tuple[float, float] = eqx.field(static=True, default=(-0.3, -1.3))
     breaks: tuple[float, float] = eqx.field(static=True, default=(0.08, 0.5))
+    power_law_break: float = eqx.field(static=True, default=0.5)
+
+    def __check_init__(self):
+        if self.power_law_break != self.breaks[1]:
+            raise ValueError(
+                "`KroupaIMF`: `power_law_break` must equal the last break mass "
+                f"{self.breaks[1]}; got {self.power_law_break}."
+            )
+
+    def high_mass_amplitude(self):
+        s0, s1, s2 = self._slopes()
+        b0, b1 = self.breaks
+        return b0 ** (s0 - s1) * jnp.power(b1, s1 - s2)
 
     def _slopes(self):
         return (*self.low_slopes, self.high_mass_slope)
@@ -133,7 +161,7 @@ class KroupaIMF(AbstractIMF):
         b0, b1 = self.breaks
         seg0 = jnp.power(m, s0)
         seg1 = b0 ** (s0 - s1) * jnp.power(m, s1)
-        seg2 = b0 ** (s0 - s1) * jnp.power(b1, s1 - s2) * jnp.power(m, s2)
+        seg2 = self.high_mass_amplitude() * jnp.power(m, s2)
         return jnp.where(m < b0, seg0, jnp.where(m < b1, seg1, seg2))
 
     def mass_integral(self, m):
@@ -143,8 +171,71 @@ class KroupaIMF(AbstractIMF):
         return _broken_power_mass_integral(m, breaks, slopes, self.mass_min)
 
 
-def grid_mass_weights(imf: AbstractIMF, grid: Float[ArrayLike, " n_grid"]) -> Float[Array, " n_grid"]:
-    """CHEMPY's discrete IMF: mass weight `dm_i ∝ x_i dN/dm(x_i)` of each grid point, summing to 1."""
+def grid_mass_weights(
+    imf: AbstractIMF, grid: Float[ArrayLike, " n_grid"]
+) -> Float[Array, " n_grid"]:
+    """CHEMPY's discrete IMF: mass weight `dm_i ∝ x_i dN/dm(x_i)` per grid point, summing to 1."""
     grid = jnp.asarray(grid)
     dm = grid * imf.number_density(grid)
     return dm / jnp.sum(dm)
+
+
+def _power_sum_antiderivative(t, x0: float, h: float, p):
+    """Euler-Maclaurin antiderivative F with `sum_{i=a}^{b-1} (x0 + i h)^p = F(b) - F(a)`.
+
+    Three Bernoulli corrections: relative error ~1e-13 for h = 0.02, x >= 0.1 and |p| < 3.
+    """
+    x = x0 + t * h
+    log_x = jnp.log(x)
+    q = p + 1.0
+    near = jnp.abs(q) < 1e-8
+    q_safe = jnp.where(near, 1.0, q)
+    integral = jnp.where(near, log_x, jnp.expm1(q_safe * log_x) / q_safe) / h
+    f = jnp.exp(p * log_x)
+    d1 = p * h * jnp.exp((p - 1) * log_x)
+    d3 = p * (p - 1) * (p - 2) * h**3 * jnp.exp((p - 3) * log_x)
+    d5 = p * (p - 1) * (p - 2) * (p - 3) * (p - 4) * h**5 * jnp.exp((p - 5) * log_x)
+    return integral - f / 2 + d1 / 12 - d3 / 720 + d5 / 30240
+
+
+class GridCDF(eqx.Module):
+    """CHEMPY's discrete IMF mass CDF `C(m) = sum_{x_i < m} dm_i` on a linear grid, in O(1).
+
+    Grid points below the power-law break are summed explicitly (they do not depend on the
+    slope); the power-law tail uses an Euler-Maclaurin closed form of the discrete sum, so no
+    per-run table of the 5000 grid weights is built.
+    """
+
+    low_cumulative: Float[Array, " n_low_plus_1"]
+    amplitude: Float[Array, ""]
+    slope: Float[Array, ""]
+    norm: Float[Array, ""]
+    x0: float = eqx.field(static=True)
+    step: float = eqx.field(static=True)
+
+    def __init__(self, imf: AbstractIMF, grid: np.ndarray, dtype):
+        grid = np.asarray(grid, dtype=np.float64)
+        self.x0 = float(grid[0])
+        self.step = float((grid[-1] - grid[0]) / (grid.shape[0] - 1))
+        n_low = int(np.sum(grid <= imf.power_law_break))
+        x_low = jnp.asarray(grid[:n_low], dtype)
+        dm_low = x_low * imf.number_density(x_low)
+        self.low_cumulative = jnp.concatenate([jnp.zeros((1,), dtype), jnp.cumsum(dm_low)])
+        self.amplitude = jnp.asarray(imf.high_mass_amplitude(), dtype)
+        self.slope = jnp.asarray(imf.high_mass_slope, dtype)
+        self.norm = self._unnormalised(jnp.asarray(grid.shape[0]))
+
+    def _unnormalised(self, count):
+        n_low = self.low_cumulative.shape[0] - 1
+        x0, h = self.x0, self.step
+        p = self.slope + 1.0  # mass-weighted: x dN/dx
+        low = self.low_cumulative[jnp.minimum(count, n_low)]
+        c = jnp.maximum(count, n_low).astype(self.low_cumulative.dtype)
+        high = _power_sum_antiderivative(c, x0, h, p) - _power_sum_antiderivative(
+            jnp.asarray(n_low, c.dtype), x0, h, p
+        )
+        return low + self.amplitude * high
+
+    def __call__(self, count):
+        """Mass fraction of the grid points with index `< count`."""
+        return self._unnormalised(count) / self.norm

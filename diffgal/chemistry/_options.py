@@ -38,6 +38,11 @@ class GCEOptions(eqx.Module):
     - `yield_z_extrapolation`: CHEMPY extrapolates the CC-SN yields in log Z for
       0 < Z < 1e-10 (the cause of its rare "element N became negative" failures). False clips
       the metallicity weights to [0, 1].
+    - `n_cc_lags`: steps after birth in which CC-SNe are evaluated (`None`: all). CC-SN
+      progenitors live < ~45 Myr, so 3 steps are exact for steps > 15 Myr; `evolve` checks
+      that the window outlasts them and raises otherwise.
+    - `scan_segments`: the time loop is split into this many `lax.scan`s whose SSP kernels
+      skip nodes already in the past (performance only; results are identical).
     - `n_imf_grid`: points of the linear IMF/lifetime grid on [0.1, 100] Msun (CHEMPY: 5000).
     - `max_extended_nodes`: static buffer for CHEMPY's node sums over the 13.8-Gyr extension
       (limits the smallest birth time in `"nodes"` modes to 27*13.8/(max-1) Gyr).
@@ -53,6 +58,8 @@ class GCEOptions(eqx.Module):
     agb_crossing_gap: bool = eqx.field(static=True, default=True)
     yield_z_extrapolation: bool = eqx.field(static=True, default=True)
     smooth_clamp_width: float = eqx.field(static=True, default=1e-3)
+    n_cc_lags: int | None = eqx.field(static=True, default=3)
+    scan_segments: int = eqx.field(static=True, default=6)
     n_imf_grid: int = eqx.field(static=True, default=5000)
     max_extended_nodes: int = eqx.field(static=True, default=1024)
 

@@ -46,7 +46,7 @@ class ChemistryParams(eqx.Module):
 
     @classmethod
     def from_array(
-        cls, theta: Float[ArrayLike, "6"], log10_tau_ia: Float[ArrayLike, ""] | None = None
+        cls, theta: Float[ArrayLike, " 6"], log10_tau_ia: Float[ArrayLike, ""] | None = None
     ) -> ChemistryParams:
         """From a `(6,)` vector in the column order of `THETA_COLUMNS` (sbi-chempy's order)."""
         theta = jnp.asarray(theta)
@@ -58,7 +58,7 @@ class ChemistryParams(eqx.Module):
         tau = DEFAULT_LOG10_TAU_IA if log10_tau_ia is None else log10_tau_ia
         return cls(*(theta[..., i] for i in range(6)), log10_tau_ia=jnp.asarray(tau))
 
-    def to_array(self) -> Float[Array, "7"]:
+    def to_array(self) -> Float[Array, " 7"]:
         """`(7,)` vector: the six columns of `THETA_COLUMNS` followed by `log10_tau_ia`."""
         return jnp.stack(
             [jnp.asarray(getattr(self, name)) for name in (*THETA_COLUMNS, "log10_tau_ia")], -1

@@ -14,14 +14,14 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from ._dtd import AbstractDTD
-from ._imf import AbstractIMF, grid_mass_weights
+from ._imf import AbstractIMF, GridCDF
 from ._lifetimes import AbstractLifetimes, grid_dying_mass
 from ._options import GCEOptions
 from ._yields import StellarYieldTable, Yields
 
-#: Number of bookkeeping columns appended to the element columns of an SSP return:
-#: remnant mass, untraced ejecta, mass of stars dying.
-N_EXTRA = 3
+#: Number of bookkeeping columns appended to the element columns of an SSP return: the mass
+#: of the stars dying.
+N_EXTRA = 1
 
 
 def bin_edges(table: StellarYieldTable, dtype=float) -> Float[Array, " n_edge"]:
@@ -69,20 +69,11 @@ def metallicity_weights(
     return jnp.where(z <= table_z[0], first, jnp.where(z >= table_z[-1], last, interior))
 
 
-def _channel_columns(table: StellarYieldTable) -> Float[Array, "n_z n_bin n_col"]:
-    """Per table: [net yields (n_elem), unprocessed ejecta, remnant, untraced net yields]."""
-    net = jnp.asarray(table.net_yields)
-    f_ej = jnp.asarray(table.ejected_fraction)
-    f_rem = jnp.asarray(table.remnant_fraction)
-    untraced = 1.0 - f_ej - f_rem - jnp.sum(net, axis=-1)
-    return jnp.concatenate([net, f_ej[..., None], f_rem[..., None], untraced[..., None]], -1)
-
-
 class StarContext(eqx.Module):
     """Per-run quantities shared by every SSP of that run (built once per run)."""
 
     time: Float[Array, " n_time"]
-    cdf_table: Float[Array, " n_grid_plus_1"] | None
+    grid_cdf: GridCDF | None
     edge_cdf: tuple[Float[Array, " n_edge"], ...]
     snia_node_norm: Float[Array, ""] | None
     imf: AbstractIMF
@@ -114,8 +105,8 @@ def mass_cdf(
     """IMF mass fraction below `m`: grid sums (CHEMPY) or the closed form."""
     if options.imf_integration == "grid":
         grid = imf_grid(options, ctx.imf)
-        assert ctx.cdf_table is not None
-        return ctx.cdf_table[grid_count_below(m, grid)]
+        assert ctx.grid_cdf is not None
+        return ctx.grid_cdf(grid_count_below(m, grid))
     return ctx.imf.mass_cdf(m)
 
 
@@ -139,11 +130,10 @@ def make_context(
     options: GCEOptions,
 ) -> StarContext:
     """Precompute the IMF CDF table, the CDF at the bin edges and the SN Ia normalisation."""
-    cdf_table = None
+    grid_cdf = None
     if options.imf_integration == "grid":
-        dm = grid_mass_weights(imf, imf_grid(options, imf))
-        cdf_table = jnp.concatenate([jnp.zeros((1,), dm.dtype), jnp.cumsum(dm)])
-    ctx = StarContext(time, cdf_table, (), None, imf, lifetimes, dtd, jnp.asarray(n_ia))
+        grid_cdf = GridCDF(imf, imf_grid(options, imf), time.dtype)
+    ctx = StarContext(time, grid_cdf, (), None, imf, lifetimes, dtd, jnp.asarray(n_ia))
     edge_cdf = tuple(
         mass_cdf(bin_edges(t, time.dtype), ctx, options)
         for t in (yields.cc, yields.agb)
@@ -163,7 +153,7 @@ def make_context(
         )
         k = jnp.arange(options.max_extended_nodes, dtype=time.dtype)
         norm = jnp.sum(jnp.where(k <= k_last, dtd.rate(k * dt), 0.0))
-    return StarContext(time, cdf_table, edge_cdf, norm, imf, lifetimes, dtd, jnp.asarray(n_ia))
+    return StarContext(time, grid_cdf, edge_cdf, norm, imf, lifetimes, dtd, jnp.asarray(n_ia))
 
 
 def channel_weights(
@@ -181,6 +171,13 @@ def channel_weights(
     return jnp.maximum(upper - lower, 0.0)
 
 
+def _channel_columns(table: StellarYieldTable, dtype) -> Float[Array, "n_z n_bin n_col"]:
+    """Per table metallicity and mass bin: [net yields (n_elem), unprocessed ejecta fraction]."""
+    net = jnp.asarray(table.net_yields, dtype)
+    f_ej = jnp.asarray(table.ejected_fraction, dtype)
+    return jnp.concatenate([net, f_ej[..., None]], -1)
+
+
 def ssp_returns(
     birth_node: Int[ArrayLike, ""],
     metallicity: Float[ArrayLike, ""],
@@ -189,6 +186,7 @@ def ssp_returns(
     yields: Yields,
     options: GCEOptions,
     *,
+    first_node: int = 0,
     breakdown: bool = False,
 ):
     """Returns of an SSP of unit mass born at node `birth_node`, at every node of the grid.
@@ -199,75 +197,79 @@ def ssp_returns(
     - `metallicity`: Z of the SSP (sets lifetimes and yield interpolation).
     - `composition`: element mass fractions returned with the unprocessed ejecta.
     - `ctx`, `yields`, `options`: see [`diffgal.chemistry.evolve`][].
+    - `first_node`: evaluate nodes `first_node, ..., n_time - 1` only (static; must be
+      `<= birth_node`). `evolve` uses it to skip nodes that are already in the past.
     - `breakdown`: also return the channels separately (for validation).
 
     **Returns:**
 
-    `(n_time, n_elem + 3)`: per node, the traced element masses returned to the gas, then the
-    remnant mass, the untraced ejecta and the mass of the stars dying (all per unit SSP mass).
-    Zero at nodes `<= birth_node`. With `breakdown=True`, a dict of the channels as well.
+    `(n_time - first_node, n_elem + 1)`: per node, the traced element masses returned to the
+    gas, then the mass of the stars dying (both per unit SSP mass). Zero at nodes
+    `<= birth_node`. With `breakdown=True`, a dict of the channels as well.
     """
-    time = ctx.time
+    time = ctx.time[first_node:]
+    dtype = composition.dtype
     n_time = time.shape[0]
     n_elem = composition.shape[0]
-    nodes = jnp.arange(n_time)
-    after = nodes > birth_node
-    age = jnp.maximum(time - time[birth_node], 0.0)
+    after = jnp.arange(first_node, first_node + n_time) > birth_node
+    age = jnp.maximum(time - ctx.time[birth_node], 0.0)
     m_lo = dying_mass(age, metallicity, ctx, options)
-    m_hi = jnp.concatenate([m_lo[:1], m_lo[:-1]])
     c_lo = mass_cdf(m_lo, ctx, options)
     c_hi = jnp.concatenate([c_lo[:1], c_lo[:-1]])
     dying = jnp.where(after, c_hi - c_lo, 0.0)
 
-    out = jnp.zeros((n_time, n_elem + N_EXTRA), dtype=composition.dtype)
+    returned = jnp.zeros((n_time, n_elem + 1), dtype)
     parts = {}
-    covered = jnp.zeros((n_time,), composition.dtype)
+    n_cc = n_time if options.n_cc_lags is None else min(options.n_cc_lags, n_time)
+    # CC-SN progenitors (> 8 Msun) live < ~45 Myr, so only the first few steps after birth can
+    # hold CC-SNe: evaluate that window only (exact while the window outlasts them).
+    cc_start = jnp.clip(birth_node + 1 - first_node, 0, n_time - n_cc)
     for name, table, edge_cdf in (
         ("cc", yields.cc, ctx.edge_cdf[0]),
         ("agb", yields.agb, ctx.edge_cdf[1]),
     ):
-        w = channel_weights(c_hi, c_lo, edge_cdf)
-        keep = after
+        keep, hi, lo = after, c_hi, c_lo
         if name == "agb" and options.agb_crossing_gap:
             keep = keep & (m_lo >= table.mass_range[0])
-        w = jnp.where(keep[:, None], w, 0.0)
+        if name == "cc" and n_cc < n_time:
+            keep, hi, lo = (
+                jax.lax.dynamic_slice_in_dim(x, cc_start, n_cc) for x in (after, c_hi, c_lo)
+            )
+        w = jnp.where(keep[:, None], channel_weights(hi, lo, edge_cdf), 0.0)
         wz = metallicity_weights(
             metallicity,
             table.metallicities,
             log_z_floor=table.log_z_floor,
             extrapolate=options.yield_z_extrapolation,
         )
-        columns = jnp.tensordot(wz, _channel_columns(table).astype(composition.dtype), axes=1)
-        ret = w @ columns  # (n_time, n_elem + 3)
-        covered = covered + jnp.sum(w, axis=-1)
-        net, f_ej = ret[:, :n_elem], ret[:, n_elem]
-        out = out.at[:, :n_elem].add(net + f_ej[:, None] * composition)
-        out = out.at[:, n_elem:n_elem + 2].add(ret[:, n_elem + 1 :])
+        columns = jnp.tensordot(wz, _channel_columns(table, dtype), axes=1)  # (n_bin, n_col)
+        # A broadcast multiply-and-sum fuses with the weights; a batched matmul does not.
+        ret = jnp.sum(w[:, :, None] * columns[None], axis=1)  # (n_window, n_elem + 1)
+        if name == "cc" and n_cc < n_time:
+            ret = jax.lax.dynamic_update_slice_in_dim(jnp.zeros_like(returned), ret, cc_start, 0)
+        returned = returned + ret
         if breakdown:
-            parts[f"{name}_net"] = net
-            parts[f"{name}_unprocessed"] = f_ej
-    # Dying stars outside both channels (below 1 Msun, or the AGB crossing gap) keep their mass.
-    out = out.at[:, n_elem].add(dying - covered)
-    out = out.at[:, n_elem + 2].set(dying)
+            parts[f"{name}_net"] = ret[:, :n_elem]
+            parts[f"{name}_unprocessed"] = ret[:, n_elem]
 
     n_snia = ctx.n_ia * snia_lag_fractions(age, after, ctx, options)
     snia = yields.snia
-    per_event = jnp.asarray(snia.yields_per_event, composition.dtype)
-    h_index = snia.elements.index("H")
-    accreted = jnp.asarray(snia.accreted_hydrogen, composition.dtype)
-    ejecta = n_snia[:, None] * per_event[None, :]
-    out = out.at[:, :n_elem].add(ejecta)
-    out = out.at[:, h_index].add(-n_snia * accreted)
-    wd_mass = snia.remnant_fraction * snia.progenitor_mass
-    out = out.at[:, n_elem].add(-n_snia * wd_mass)
-    untraced_ia = jnp.asarray(snia.ejecta_mass, composition.dtype) - jnp.sum(per_event)
-    out = out.at[:, n_elem + 1].add(n_snia * untraced_ia)
+    per_event = jnp.asarray(snia.yields_per_event, dtype)
+    is_h = jnp.asarray([e == "H" for e in snia.elements])
+    accreted = jnp.asarray(snia.accreted_hydrogen, dtype)
+    snia_net = per_event - jnp.where(is_h, accreted, 0.0)
+    gas = (
+        returned[:, :n_elem]
+        + returned[:, n_elem, None] * composition
+        + n_snia[:, None] * snia_net
+    )
+    out = jnp.concatenate([gas, dying[:, None]], axis=-1)
     if breakdown:
         parts.update(
             m_die=m_lo,
             dying=dying,
             n_snia=n_snia,
-            snia_ejecta=ejecta,
+            snia_ejecta=n_snia[:, None] * per_event,
             h_accreted=n_snia * accreted,
             unprocessed=parts["cc_unprocessed"] + parts["agb_unprocessed"],
         )
