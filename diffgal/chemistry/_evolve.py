@@ -324,7 +324,8 @@ def evolve(
 
     def make_step(first: int):
         ssp = jax.checkpoint(
-            lambda j, z, comp: ssp_returns(j, z, comp, ctx, yields, options, first_node=first)
+            lambda j, z, comp: ssp_returns(j, z, comp, ctx, yields, options, first_node=first),
+            prevent_cse=False,
         )
 
         def step(carry, n):
