@@ -105,4 +105,7 @@ def chempy_history(theta_row, *, mode="faithful", data_dir=None) -> ChemicalHist
     """The full history of one `chempy_tng` run (a `(6,)` parameter row)."""
     params = ChemistryParams.from_array(jnp.asarray(theta_row, float))
     yields = load_yields("tng", data_dir=data_dir)
-    return evolve(params, yields=yields, options=GCEOptions.from_mode(mode), throw=False)
+    return _evolve_jit(params, yields=yields, options=GCEOptions.from_mode(mode), throw=False)
+
+
+_evolve_jit = eqx.filter_jit(evolve)

@@ -288,6 +288,8 @@ def evolve(
     params = params.checked()
     dtype = jnp.result_type(float, *jax.tree_util.tree_leaves(params))
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
+    # Run in the parameters' precision: cast the (float64 numpy) tables once.
+    yields = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), yields)
     imf = eqx.tree_at(lambda i: i.high_mass_slope, imf, params.imf_slope)
     dtd = eqx.tree_at(lambda d: d.delay, dtd, jnp.power(10.0, params.log10_tau_ia))
     sfh = eqx.tree_at(lambda s: s.log10_peak, sfh, params.log10_sfr_peak)
