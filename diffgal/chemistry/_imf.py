@@ -47,8 +47,11 @@ class AbstractIMF(eqx.Module):
 
         Closed form, so it is smooth in `m` and in `high_mass_slope`.
         """
-        m = jnp.clip(jnp.asarray(m), self.mass_min, self.mass_max)
-        return self.mass_integral(m) / self.mass_integral(jnp.asarray(self.mass_max))
+        m = jnp.asarray(m)
+        dtype = jnp.result_type(m, self.high_mass_slope, float)
+        m = jnp.clip(m.astype(dtype), self.mass_min, self.mass_max)
+        total = self.mass_integral(jnp.asarray(self.mass_max, dtype))
+        return (self.mass_integral(m) / total).astype(dtype)
 
 
 def _lognormal_mass_integral(m, amplitude, m_c, sigma_dex):
@@ -88,7 +91,7 @@ class ChabrierIMF(AbstractIMF):
     def mass_integral(self, m):
         m = jnp.asarray(m)
         args = (self.amplitude_low, self.m_c, self.sigma)
-        base = _lognormal_mass_integral(self.mass_min, *args)
+        base = _lognormal_mass_integral(jnp.asarray(self.mass_min, m.dtype), *args)
         below = _lognormal_mass_integral(jnp.minimum(m, 1.0), *args) - base
         above = self.amplitude_high * power_integral(
             1.0, jnp.maximum(m, 1.0), self.high_mass_slope + 1.0

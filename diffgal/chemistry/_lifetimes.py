@@ -8,6 +8,7 @@ decreasing branch.
 from __future__ import annotations
 
 import abc
+import math
 import typing
 
 import equinox as eqx
@@ -62,7 +63,7 @@ class AbstractLifetimes(eqx.Module):
     ) -> Float[Array, "*shape"]:
         """Mass [Msun] of the stars that die at `age` [Gyr], clamped to `[mass_min, mass_max]`."""
         lm = self.log10_dying_mass(age, metallicity)
-        lm = jnp.clip(lm, jnp.log10(mass_min), jnp.log10(mass_max))
+        lm = jnp.clip(lm, math.log10(mass_min), math.log10(mass_max))
         return jnp.power(10.0, lm)
 
 

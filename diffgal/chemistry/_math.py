@@ -17,7 +17,9 @@ def safe_log10(x: ArrayLike, fill: ArrayLike = -jnp.inf) -> Array:
 
 def power_integral(lo: ArrayLike, hi: ArrayLike, p: ArrayLike) -> Array:
     """`integral_lo^hi x**p dx` for `lo, hi > 0`, continuous and differentiable through `p = -1`."""
-    q = jnp.asarray(p) + 1.0
+    dtype = jnp.result_type(lo, hi, p, float)
+    lo, hi = jnp.asarray(lo, dtype), jnp.asarray(hi, dtype)
+    q = jnp.asarray(p, dtype) + 1.0
     near = jnp.abs(q) < 1e-6
     q_safe = jnp.where(near, 1.0, q)
     log_ratio = jnp.log(hi) - jnp.log(lo)
