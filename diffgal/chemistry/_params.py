@@ -21,6 +21,19 @@ THETA_COLUMNS: tuple[str, ...] = (
 )
 
 
+#: Valid (or, for unbounded parameters, typical: the original CHEMPY prior bounds) ranges,
+#: quoted in error messages.
+VALID_RANGES: dict[str, str] = {
+    "imf_slope": "(-4, -1) (typical)",
+    "log10_n_ia": "(-5, -1) (typical)",
+    "log10_sfe": "(-3, 2) (typical)",
+    "log10_sfr_peak": "(-1, 1) (typical)",
+    "outflow_fraction": "[0, 1]",
+    "birth_time": f"(0, {AGE_OF_UNIVERSE}] Gyr",
+    "log10_tau_ia": "(-3, 1) (typical)",
+}
+
+
 @typing.final
 class ChemistryParams(eqx.Module):
     """Parameters of a one-zone run (one star), all differentiable.
@@ -77,8 +90,8 @@ class ChemistryParams(eqx.Module):
             x = eqx.error_if(
                 x,
                 ~jnp.isfinite(x),
-                f"`ChemistryParams`: `{name}` must be finite (not NaN or inf); "
-                "check the inputs of this run.",
+                f"`ChemistryParams`: `{name}` must be a finite number in {VALID_RANGES[name]}; "
+                "got NaN or inf. Check the inputs of this run.",
             )
             values[name] = x
         x = values["outflow_fraction"]
