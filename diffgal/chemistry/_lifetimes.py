@@ -62,8 +62,13 @@ class AbstractLifetimes(eqx.Module):
         mass_max: float = 100.0,
     ) -> Float[Array, "*shape"]:
         """Mass [Msun] of the stars that die at `age` [Gyr], clamped to `[mass_min, mass_max]`."""
+        age = jnp.asarray(age)
         lm = self.log10_dying_mass(age, metallicity)
         lm = jnp.clip(lm, math.log10(mass_min), math.log10(mass_max))
+        # Outside the lifetimes of the mass range the root may not exist (e.g. an age of 1e-16
+        # from rounding): younger than the heaviest star's lifetime means nothing has died.
+        lm = jnp.where(age < self.lifetime(mass_max, metallicity), math.log10(mass_max), lm)
+        lm = jnp.where(age > self.lifetime(mass_min, metallicity), math.log10(mass_min), lm)
         return jnp.power(10.0, lm)
 
 
