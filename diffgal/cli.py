@@ -173,6 +173,8 @@ def _chemistry(args: argparse.Namespace) -> int:
 def _run_chemistry(args: argparse.Namespace) -> int:
     import numpy as np
 
+    import equinox as eqx
+
     from diffgal.chemistry import ChemistryParams, GCEOptions, evolve, load_yields
 
     name, why = _choose_yields(args.yields, args.data_dir)
@@ -193,9 +195,10 @@ def _run_chemistry(args: argparse.Namespace) -> int:
     params = ChemistryParams(**values)
     options = GCEOptions.faithful() if args.mode == "faithful" else GCEOptions.smooth()
     try:
-        hist = evolve(params, yields=yields, options=options, throw=False)
-    except ValueError as error:
-        raise _CLIError(str(error)) from None
+        hist = eqx.filter_jit(evolve)(params, yields=yields, options=options, throw=False)
+    except Exception as error:  # eqx.error_if raises a runtime error carrying our message
+        lines = [line for line in str(error).splitlines() if "`" in line]
+        raise _CLIError(lines[0].strip() if lines else str(error)) from None
 
     elements = tuple(hist.elements)
     x_h = np.asarray(hist.x_h())[-1]
