@@ -171,9 +171,8 @@ def _chemistry(args: argparse.Namespace) -> int:
 
 
 def _run_chemistry(args: argparse.Namespace) -> int:
-    import numpy as np
-
     import equinox as eqx
+    import numpy as np
 
     from diffgal.chemistry import ChemistryParams, GCEOptions, evolve, load_yields
 

@@ -201,6 +201,7 @@ def _power_sum_antiderivative(t, x0: float, h: float, p):
     return integral - f / 2 + d1 / 12 - d3 / 720 + d5 / 30240
 
 
+@typing.final
 class GridCDF(eqx.Module):
     """CHEMPY's discrete IMF mass CDF `C(m) = sum_{x_i < m} dm_i` on a linear grid, in O(1).
 

@@ -7,6 +7,8 @@ increasing grid and needs no shifting.
 
 from __future__ import annotations
 
+import typing
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -69,6 +71,7 @@ def metallicity_weights(
     return jnp.where(z <= table_z[0], first, jnp.where(z >= table_z[-1], last, interior))
 
 
+@typing.final
 class StarContext(eqx.Module):
     """Per-run quantities shared by every SSP of that run (built once per run)."""
 

@@ -154,3 +154,21 @@ def test_yield_set_contract(yields):
         # Late-born stars are more metal rich than early-born ones; both near solar-ish.
         assert float(fe_h[0]) > float(fe_h[1])
         assert -1.5 < float(fe_h[0]) < 1.0
+
+
+def test_abundances_at_birth_times():
+    """[X/H] at any time of the run: equal to the node values at nodes, differentiable between."""
+    yields = load_yields("default")
+    params = jax.tree_util.tree_map(jnp.asarray, ChemistryParams(birth_time=10.0))
+
+    @jax.jit
+    def at(t):
+        hist = evolve(params, yields=yields, options=OPTIONS, throw=False)
+        return hist.abundances_at(t), hist.x_h(), hist.time
+
+    nodes_xh, xh, time = at(jnp.asarray([10.0 * 5 / 27, 10.0]))
+    np.testing.assert_allclose(np.asarray(nodes_xh[0]), np.asarray(xh[5]), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(nodes_xh[1]), np.asarray(xh[-1]), rtol=1e-12)
+    fe = yields.elements.index("Fe")
+    d_fe_dt = jax.grad(lambda t: at(t)[0][fe])(6.3)
+    assert float(d_fe_dt) > 0  # the ISM keeps getting richer in iron
