@@ -140,7 +140,9 @@ def _memory_gb(compiled) -> dict | None:
     }
 
 
-def run_worker(dtype: str, batches: list[int], yields_name: str, devices: int, out: str) -> None:
+def run_worker(
+    dtype: str, batches: list[int], yields_name: str, devices: int, out: str, chunk: int
+) -> None:
     """Run the configurations of one dtype and write their results to `out` (JSON)."""
     if devices > 1:
         flag = f"--xla_force_host_platform_device_count={devices}"
@@ -183,21 +185,27 @@ def run_worker(dtype: str, batches: list[int], yields_name: str, devices: int, o
         hist = evolve(params, yields=tables, options=options, throw=False)
         return chempy_columns(hist.x_h()[-1], hist.elements)
 
-    def make(mode, kind):
+    def make(mode, kind, batch):
         options = GCEOptions.from_mode(mode)
         one = lambda t, tables: columns(t, tables, options)
         if kind == "forward":
-            return jax.jit(lambda tables, x: jax.vmap(one, in_axes=(0, None))(x, tables))
-        loss = lambda t, tables: jnp.sum(one(t, tables) ** 2)
-        value_and_grad = jax.vmap(jax.value_and_grad(loss), in_axes=(0, None))
-        return jax.jit(lambda tables, x: value_and_grad(x, tables))
+            per_run = one
+        else:
+            per_run = jax.value_and_grad(lambda t, tables: jnp.sum(one(t, tables) ** 2))
+        if chunk and batch > chunk and mesh is None:
+            # vmap over chunks of `chunk` runs inside a sequential map: the working set of the
+            # backward pass stays in cache (and memory stays bounded) at large batches.
+            return jax.jit(
+                lambda tables, x: jax.lax.map(lambda t: per_run(t, tables), x, batch_size=chunk)
+            )
+        return jax.jit(lambda tables, x: jax.vmap(per_run, in_axes=(0, None))(x, tables))
 
     theta_all = sample_prior(max(batches)).astype(np_dtype)
     results = []
     for name, mode, kind in CONFIGS[dtype]:
         for batch in batches:
             x = place(theta_all[:batch])
-            fn = make(mode, kind)
+            fn = make(mode, kind, batch)
             t0 = time.perf_counter()
             compiled = fn.lower(yields, x).compile()
             compile_s = time.perf_counter() - t0
@@ -391,6 +399,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--dtypes", default="float32,float64", help="comma-separated subset of float32,float64"
     )
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=1000,
+        help="batches above this run as a lax.map over vmapped chunks of this size (0: one vmap)",
+    )
     parser.add_argument("--_worker", choices=("float32", "float64"), help=argparse.SUPPRESS)
     parser.add_argument("--_worker-out", dest="worker_out", help=argparse.SUPPRESS)
     parser.add_argument("--_batches", help=argparse.SUPPRESS)
@@ -400,7 +414,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if args._worker:
         batches = [int(b) for b in args._batches.split(",")]
-        run_worker(args._worker, batches, args.yields, args.devices, args.worker_out)
+        run_worker(
+            args._worker, batches, args.yields, args.devices, args.worker_out, args.chunk
+        )
         return
 
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
@@ -426,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
             cmd = [
                 sys.executable, __file__, "--_worker", dtype, "--_worker-out", str(out),
                 "--_batches", ",".join(map(str, batches)), "--yields", yields_name,
-                "--devices", str(args.devices),
+                "--devices", str(args.devices), "--chunk", str(args.chunk),
             ]  # fmt: skip
             subprocess.run(cmd, env=env, check=True)
             workers[dtype] = json.loads(out.read_text())
@@ -445,6 +461,7 @@ def main(argv: list[str] | None = None) -> None:
         "yields": yields_name,
         "yields_note": note,
         "n_devices": args.devices,
+        "chunk": args.chunk,
         "jax_version": first["jax_version"],
         "backend": first["backend"],
         "devices": first["devices"],

@@ -45,7 +45,7 @@ def chempy_columns(
 
 
 @functools.partial(eqx.filter_jit)
-def _chempy_batch(theta, log10_tau_ia, yields: Yields, options: GCEOptions):
+def _chempy_batch(theta, log10_tau_ia, yields: Yields, options: GCEOptions, chunk_size):
     def one(row, tau):
         params = ChemistryParams.from_array(row, tau)
         hist = evolve(params, yields=yields, options=options, throw=False)
@@ -53,6 +53,10 @@ def _chempy_batch(theta, log10_tau_ia, yields: Yields, options: GCEOptions):
         failed = hist.failed | ~jnp.all(jnp.isfinite(cols))
         return jnp.where(failed, jnp.nan, cols), failed
 
+    if chunk_size is not None and theta.shape[0] > chunk_size:
+        # A sequential map over vmapped chunks bounds memory (and keeps the working set in
+        # cache) for large N.
+        return jax.lax.map(lambda args: one(*args), (theta, log10_tau_ia), batch_size=chunk_size)
     return jax.vmap(one)(theta, log10_tau_ia)
 
 
@@ -63,6 +67,7 @@ def chempy_tng(
     data_dir=None,
     log10_tau_ia: Float[ArrayLike, "*n_star"] | None = None,
     yields: Yields | str = "tng",
+    chunk_size: int | None = 2048,
 ) -> tuple[Float[Array, "n_star 9"], Bool[Array, " n_star"]]:
     """sbi-chempy's simulator: abundances of stars born at `theta[:, 5]` in the TNG setup.
 
@@ -74,6 +79,8 @@ def chempy_tng(
     - `data_dir`: directory holding `yields/tng/` (default: `DIFFGAL_DATA_DIR`).
     - `log10_tau_ia`: optional SN Ia delay, scalar or `(N,)` (default log10 0.04).
     - `yields`: another yield set (name or `Yields`) for misspecification studies.
+    - `chunk_size`: above this N the runs are evaluated in vmapped chunks of this size inside a
+      sequential `lax.map` (bounded memory); `None` vmaps all N at once.
 
     **Returns:**
 
@@ -98,7 +105,9 @@ def chempy_tng(
         theta = theta.astype(float)
     tau = DEFAULT_LOG10_TAU_IA if log10_tau_ia is None else log10_tau_ia
     tau = jnp.broadcast_to(jnp.asarray(tau, theta.dtype), theta.shape[:1])
-    return _chempy_batch(theta, tau, yields, options)
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"`chempy_tng`: `chunk_size` must be >= 1 or None; got {chunk_size}.")
+    return _chempy_batch(theta, tau, yields, options, chunk_size)
 
 
 def chempy_history(theta_row, *, mode="faithful", data_dir=None) -> ChemicalHistory:
