@@ -19,7 +19,6 @@ from diffgal.chemistry import (
     SalpeterIMF,
     evolve,
     grid_mass_weights,
-    load_yields,
     make_context,
     ssp_returns,
 )
@@ -37,17 +36,6 @@ PARAMS = [jax.tree_util.tree_map(jnp.asarray, p) for p in PARAMS]
 MODES = {"faithful": GCEOptions.faithful(), "smooth": GCEOptions.smooth()}
 
 run = eqx.filter_jit(evolve)
-
-
-@pytest.fixture(scope="module", params=["tng", "default"])
-def yields(request, data_dir):
-    if request.param == "tng":
-        from diffgal._data import tng_files_present
-
-        if not tng_files_present(data_dir):
-            pytest.skip("TNG yield tables not found: set DIFFGAL_DATA_DIR (see fetch_tng_yields)")
-        return load_yields("tng", data_dir=data_dir)
-    return load_yields("default")
 
 
 @pytest.mark.parametrize("mode", list(MODES))

@@ -33,17 +33,6 @@ def _ids(part):
     return type(part).__name__
 
 
-@pytest.fixture(scope="module", params=["tng", "default"])
-def yields(request, data_dir):
-    if request.param == "tng":
-        from diffgal._data import tng_files_present
-
-        if not tng_files_present(data_dir):
-            pytest.skip("TNG yield tables not found: set DIFFGAL_DATA_DIR (see fetch_tng_yields)")
-        return load_yields("tng", data_dir=data_dir)
-    return load_yields("default")
-
-
 @pytest.mark.parametrize("imf", IMFS, ids=_ids)
 def test_imf_contract(imf):
     masses = jnp.geomspace(0.1, 100, 50)
