@@ -60,7 +60,6 @@ import typing
 from collections.abc import Sequence
 
 import equinox as eqx
-import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
@@ -144,8 +143,6 @@ class Yields(eqx.Module):
         return self.cc.elements
 
 
-def _as_array(x) -> Array:
-    return jnp.asarray(x)
 
 
 # --------------------------------------------------------------------------------------------
