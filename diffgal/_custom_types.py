@@ -47,7 +47,9 @@ DIMENSIONS: dict[str, str] = {
     "n_wave": "wavelength pixels of a spectrum or cube",
     "n_x": "spatial pixels along x of an image or cube",
     "n_y": "spatial pixels along y of an image or cube",
-    "n_z": "metallicities of a yield or template table",
+    "n_z": "metallicities of a yield table",
+    "n_age": "ages of an SSP template grid",
+    "n_met": "metallicities ([M/H]) of an SSP template grid",
     "n_mass": "stellar masses of a yield table or IMF grid",
     "n_bin": "mass bins of an SSP (one per yield-table mass inside a channel)",
 }
