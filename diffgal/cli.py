@@ -123,7 +123,14 @@ def _info(args: argparse.Namespace) -> int:
         width = max((len(name) for name in yield_sets), default=0)
         for name, status in yield_sets.items():
             print(f"  {name:<{width}}  {_describe_status(status)}")
-    print("templates      none yet (diffgal.spectra lands with the IFU issue)")
+    import importlib.util
+
+    emiles = (
+        "E-MILES: ppxf installed (reader not implemented yet)"
+        if importlib.util.find_spec("ppxf") is not None
+        else 'E-MILES: not installed (pip install "diffgal[emiles]")'
+    )
+    print(f"templates      synthetic (unit tests only); {emiles}")
     return 0
 
 
