@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -44,7 +42,7 @@ def chempy_columns(
     return jnp.stack(cols, axis=-1)
 
 
-@functools.partial(eqx.filter_jit)
+@eqx.filter_jit
 def _chempy_batch(theta, log10_tau_ia, yields: Yields, options: GCEOptions, chunk_size):
     def one(row, tau):
         params = ChemistryParams.from_array(row, tau)

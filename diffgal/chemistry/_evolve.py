@@ -333,8 +333,8 @@ def evolve(
         def step(carry, n):
             ism, corona, reservoir, prev_ism, z, queue = carry
             j = n - 1
+            # CHEMPY issue #13: node j-1's composition (prev_ism is ism0 itself at j = 0).
             comp_source = prev_ism if options.ssp_composition_lag else ism
-            comp_source = jnp.where(j == 0, ism, comp_source)
             composition = comp_source / jnp.sum(comp_source)
             queue = queue.at[first:].add(s[j] * ssp(j, z, composition))
             returned = queue[n]

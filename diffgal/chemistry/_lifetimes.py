@@ -62,14 +62,19 @@ class AbstractLifetimes(eqx.Module):
         mass_max: float = 100.0,
     ) -> Float[Array, "*shape"]:
         """Mass [Msun] of the stars that die at `age` [Gyr], clamped to `[mass_min, mass_max]`."""
-        age = jnp.asarray(age)
         lm = self.log10_dying_mass(age, metallicity)
-        lm = jnp.clip(lm, math.log10(mass_min), math.log10(mass_max))
+        mass = jnp.power(10.0, jnp.clip(lm, math.log10(mass_min), math.log10(mass_max)))
         # Outside the lifetimes of the mass range the root may not exist (e.g. an age of 1e-16
-        # from rounding): younger than the heaviest star's lifetime means nothing has died.
-        lm = jnp.where(age < self.lifetime(mass_max, metallicity), math.log10(mass_max), lm)
-        lm = jnp.where(age > self.lifetime(mass_min, metallicity), math.log10(mass_min), lm)
-        return jnp.power(10.0, lm)
+        # from rounding).
+        return self.clamp_to_mass_range(mass, age, metallicity, mass_min, mass_max)
+
+    def clamp_to_mass_range(self, mass, age, metallicity, mass_min: float, mass_max: float):
+        """Dying mass `mass_max` for ages below the heaviest star's lifetime (nothing has died),
+        `mass_min` above the lightest's, `mass` clipped to the range otherwise."""
+        age = jnp.asarray(age)
+        mass = jnp.where(age < self.lifetime(mass_max, metallicity), mass_max, mass)
+        mass = jnp.where(age > self.lifetime(mass_min, metallicity), mass_min, mass)
+        return jnp.clip(mass, mass_min, mass_max)
 
 
 @typing.final
@@ -140,6 +145,4 @@ def grid_dying_mass(
     # CHEMPY calls np.interp(age, tau(grid[::-1]), grid[::-1]): ages below the lifetime of the
     # heaviest grid star give the heaviest mass, ages above that of the lightest the lightest,
     # even where the fit is not monotone (Z >~ 0.055 near 100 Msun).
-    m = jnp.where(age < lifetimes.lifetime(hi, metallicity), hi, m)
-    m = jnp.where(age > lifetimes.lifetime(lo, metallicity), lo, m)
-    return jnp.clip(m, lo, hi)
+    return lifetimes.clamp_to_mass_range(m, age, metallicity, lo, hi)
