@@ -8,7 +8,6 @@ grid gets the (non-zero) edge template and is counted in `n_outside`.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 import typing
@@ -21,7 +20,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 _MEDIA = ("air", "vacuum")
 _ARRAY_KEYS = ("log_age_gyr", "metallicity_mh", "wave_aa", "flux")
-_OPTIONAL_ARRAY_KEY = "surviving_mass_fraction"
+_OPTIONAL_ARRAY_KEYS = ("surviving_mass_fraction", "fwhm_aa")
 _STRING_KEYS = ("medium", "name", "licence", "source")
 _SYNTHETIC_LINES_AA = (4861.0, 5175.0, 5270.0, 5335.0, 5893.0, 6563.0, 8498.0, 8542.0, 8662.0)
 _BALMER_AA = (4861.0, 6563.0)
@@ -68,6 +67,8 @@ class TemplateGrid(eqx.Module):
     - `flux`: (n_age, n_met, n_wave) L_sun/Å per M_sun of initial mass.
     - `surviving_mass_fraction`: (n_age, n_met) mass in stars and remnants per unit initial mass,
         or `None` when the source does not give it.
+    - `fwhm_aa`: (n_wave,) the spectral resolution of the templates (Gaussian FWHM in Å at rest),
+        or `None` when unknown (then no LSF matching is possible and renders assume 0).
     - `medium`: `"air"` or `"vacuum"`, the medium of `wave_aa` (static).
     - `z_sun`: the solar metal mass fraction of the grid, for Z -> [M/H] (static).
     - `name`, `licence`, `source`: provenance strings (static).
@@ -82,6 +83,7 @@ class TemplateGrid(eqx.Module):
     wave_aa: Float[ArrayLike, " n_wave"]
     flux: Float[ArrayLike, "n_age n_met n_wave"]
     surviving_mass_fraction: Float[ArrayLike, "n_age n_met"] | None = None
+    fwhm_aa: Float[ArrayLike, " n_wave"] | None = None
     medium: str = eqx.field(static=True, default="air")
     z_sun: float = eqx.field(static=True, default=0.019)
     name: str = eqx.field(static=True, default="")
@@ -110,6 +112,12 @@ class TemplateGrid(eqx.Module):
                 f"`TemplateGrid`: `surviving_mass_fraction` must have shape (n_age, n_met) = "
                 f"{expected[:2]}; got {jnp.shape(self.surviving_mass_fraction)}. Pass it in "
                 f"(age, [M/H]) order, or pass None."
+            )
+        if self.fwhm_aa is not None and jnp.shape(self.fwhm_aa) != expected[2:]:
+            raise ValueError(
+                f"`TemplateGrid`: `fwhm_aa` must have shape (n_wave,) = {expected[2:]}; got "
+                f"{jnp.shape(self.fwhm_aa)}. Pass one FWHM per wavelength (np.full for a "
+                f"constant), or None."
             )
         if self.medium not in _MEDIA:
             raise ValueError(
@@ -318,6 +326,7 @@ def synthetic_grid(
         wave_aa=wave,
         flux=flux,
         surviving_mass_fraction=np.array(surviving),
+        fwhm_aa=np.full(n_wave, 2.0 * np.sqrt(2.0 * np.log(2.0))),
         medium="air",
         z_sun=0.019,
         name="synthetic",
@@ -359,14 +368,15 @@ def _from_mapping(api: str, path, arrays: dict, strings: dict, z_sun) -> Templat
     if missing:
         raise ValueError(
             f"`{api}`: {str(path)!r} lacks the required arrays {missing}; the layout needs "
-            f"{list(_ARRAY_KEYS)} (and optionally {_OPTIONAL_ARRAY_KEY!r})."
+            f"{list(_ARRAY_KEYS)} (and optionally {list(_OPTIONAL_ARRAY_KEYS)})."
         )
     return TemplateGrid(
         log_age_gyr=arrays["log_age_gyr"],
         metallicity_mh=arrays["metallicity_mh"],
         wave_aa=arrays["wave_aa"],
         flux=arrays["flux"],
-        surviving_mass_fraction=arrays.get(_OPTIONAL_ARRAY_KEY),
+        surviving_mass_fraction=arrays.get("surviving_mass_fraction"),
+        fwhm_aa=arrays.get("fwhm_aa"),
         medium=strings.get("medium", "air"),
         z_sun=float(z_sun) if z_sun is not None else 0.019,
         name=strings.get("name", ""),
@@ -377,8 +387,9 @@ def _from_mapping(api: str, path, arrays: dict, strings: dict, z_sun) -> Templat
 
 def _arrays_of(grid: TemplateGrid) -> dict[str, np.ndarray]:
     arrays = {k: np.asarray(getattr(grid, k)) for k in _ARRAY_KEYS}
-    if grid.surviving_mass_fraction is not None:
-        arrays[_OPTIONAL_ARRAY_KEY] = np.asarray(grid.surviving_mass_fraction)
+    for key in _OPTIONAL_ARRAY_KEYS:
+        if getattr(grid, key) is not None:
+            arrays[key] = np.asarray(getattr(grid, key))
     return arrays
 
 
@@ -386,7 +397,8 @@ def save_template_npz(path, grid: TemplateGrid) -> None:
     """Write `grid` to an uncompressed `.npz` file in the generic template layout.
 
     The layout: arrays `log_age_gyr` (n_age,), `metallicity_mh` (n_met,), `wave_aa` (n_wave,),
-    `flux` (n_age, n_met, n_wave) and optionally `surviving_mass_fraction` (n_age, n_met);
+    `flux` (n_age, n_met, n_wave) and optionally `surviving_mass_fraction` (n_age, n_met) and
+    `fwhm_aa` (n_wave,);
     0-d string arrays `medium`, `name`, `licence`, `source`; a 0-d float `z_sun`. Arrays are
     written in their own dtype, so a round trip is bit-identical.
     """
@@ -406,7 +418,7 @@ def load_template_npz(path) -> TemplateGrid:
     """
     path = _existing(path)
     with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in (*_ARRAY_KEYS, _OPTIONAL_ARRAY_KEY) if k in data.files}
+        arrays = {k: data[k] for k in (*_ARRAY_KEYS, *_OPTIONAL_ARRAY_KEYS) if k in data.files}
         strings = {k: str(data[k]) for k in _STRING_KEYS if k in data.files}
         z_sun = data["z_sun"] if "z_sun" in data.files else None
     return _from_mapping("load_template_npz", path, arrays, strings, z_sun)
@@ -439,7 +451,7 @@ def load_template_hdf5(path) -> TemplateGrid:
 
     path = _existing(path)
     with h5py.File(path, "r") as f:
-        arrays = {k: f[k][()] for k in (*_ARRAY_KEYS, _OPTIONAL_ARRAY_KEY) if k in f}
+        arrays = {k: f[k][()] for k in (*_ARRAY_KEYS, *_OPTIONAL_ARRAY_KEYS) if k in f}
         strings = {k: _as_str(f.attrs[k]) for k in _STRING_KEYS if k in f.attrs}
         z_sun = f.attrs.get("z_sun")
     return _from_mapping("load_template_hdf5", path, arrays, strings, z_sun)
@@ -447,25 +459,3 @@ def load_template_hdf5(path) -> TemplateGrid:
 
 def _as_str(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def load_emiles() -> TemplateGrid:
-    """The E-MILES SSP grid (Vazdekis et al. 2016) as shipped with `ppxf==8.2.6`: planned default.
-
-    Needs the optional extra `pip install "diffgal[emiles]"` (`ppxf==8.2.6`). MILES/E-MILES are
-    for non-commercial use, and ppxf's licence is non-commercial with no redistribution, so
-    diffgal does not ship the templates.
-
-    **Raises:** `ImportError` when `ppxf` is not installed. The reader itself is not written yet,
-    so with `ppxf` installed this raises `NotImplementedError`.
-    """
-    if importlib.util.find_spec("ppxf") is None:
-        raise ImportError(
-            "`load_emiles`: the E-MILES templates come from ppxf 8.2.6, which is not installed. "
-            'Install the optional extra with `pip install "diffgal[emiles]"` (ppxf==8.2.6; '
-            "non-commercial licence, no redistribution)."
-        )
-    raise NotImplementedError(
-        "`load_emiles`: the E-MILES reader is not implemented yet; use `load_template_npz` or "
-        "`load_template_hdf5` with a grid you prepared, or `synthetic_grid()` for tests."
-    )
