@@ -1,5 +1,14 @@
-"""diffgal.ifu: a differentiable, sharded IFU data-cube renderer."""
+"""diffgal.ifu: a differentiable, sharded IFU data-cube renderer.
 
+`render(particles, telescope="MUSE")` is the one-call entry point. For fitting, build an
+`IFURenderer` once with `make_renderer` and call it inside `jax.jit` / `jax.grad`.
+"""
+
+from ._api import (
+    default_templates as default_templates,
+    render as render,
+    render_streaming as render_streaming,
+)
 from ._cosmology import (
     angular_diameter_distance_mpc as angular_diameter_distance_mpc,
     comoving_distance_mpc as comoving_distance_mpc,
@@ -7,6 +16,13 @@ from ._cosmology import (
     luminosity_distance_mpc as luminosity_distance_mpc,
 )
 from ._cube import IFUCube as IFUCube
+from ._noise import (
+    AbstractNoise as AbstractNoise,
+    GivenVariance as GivenVariance,
+    PoissonNoise as PoissonNoise,
+    TargetSNR as TargetSNR,
+    add_noise as add_noise,
+)
 from ._particles import (
     StellarParticles as StellarParticles,
     as_particles as as_particles,
@@ -18,6 +34,7 @@ from ._render import (
     make_renderer as make_renderer,
     rotation_matrix as rotation_matrix,
 )
+from ._shard import make_mesh as make_mesh, render_sharded as render_sharded
 from ._telescope import (
     TELESCOPES as TELESCOPES,
     Telescope as Telescope,

