@@ -79,7 +79,7 @@ def plot_white_light(cube: IFUCube, ax=None):
         cube,
         cube.white_light(),
         ax,
-        label=f"[{cube.unit} Angstrom]",
+        label=f"[{cube.unit}] x Angstrom",
         title="white light",
         cmap="magma",
     )
@@ -218,5 +218,5 @@ def quicklook(
     plot_dispersion_map(cube, ax=axes[1, 0])
     plot_spectra(cube, spaxels, ax=axes[1, 1])
     if path is not None:
-        fig.savefig(os.fspath(path), dpi=100)
+        fig.savefig(os.fspath(path), dpi=100, bbox_inches="tight")
     return fig
