@@ -158,8 +158,9 @@ def comoving_distance_mpc(
 
     **Arguments:**
 
-    - `z`: redshift(s) >= 0, any shape. Negative values raise an error (checked at run time
-        with `eqx.error_if`); for a galaxy at z ≈ 0 give its distance directly instead.
+    - `z`: redshift(s) >= 0, any shape. Negative values raise an error, checked at run time
+        with `eqx.error_if` (so it surfaces when the result is ready, e.g. on `float(...)` or
+        `block_until_ready()`). For a galaxy at z ≈ 0 give its distance directly instead.
     - `h0`: Hubble constant in km/s/Mpc.
     - `omega_m`: matter density today (CDM + baryons + nothing else; massive neutrinos are
         counted in the radiation term as in astropy).
