@@ -56,7 +56,9 @@ DISKS = {
     "MUSE": dict(r_d_kpc=0.05, h_z_kpc=0.01, r_turn_kpc=0.015, mass_msun=1e9),
     "MUSE_WFM": dict(r_d_kpc=0.6, h_z_kpc=0.12, r_turn_kpc=0.18, mass_msun=1e10),
 }
-OBSERVATION = dict(distance_mpc=10.0, inclination_deg=60.0)
+#: flux_scale 1e-20 (MUSE's BUNIT) keeps float32 cotangents of sum(flux**2) normal: at
+#: make_renderer's default of 1 (erg/s/cm^2/Å, fluxes ~1e-15) most of them underflow to 0.
+OBSERVATION = dict(distance_mpc=10.0, inclination_deg=60.0, flux_scale=1e-20)
 
 #: (telescope, N, v_max km/s) of each configuration.
 FULL = (
@@ -172,6 +174,8 @@ def run_worker(kind: str, telescope: str, n: int, v_max: float, out: str) -> Non
     compiled = fn.lower(*args).compile()  # shares its cache with `fn`: the next call runs it
     aot_s = time.perf_counter() - t0
     plan = _memory_plan(compiled)
+    side = (tel.n_x + 2 * renderer.margin, tel.n_y + 2 * renderer.margin)
+    grid_bytes = side[0] * side[1] * renderer.n_ssp * renderer.n_k * 4  # float32 W
     row = {
         "telescope": telescope,
         "n_particles": n,
@@ -182,8 +186,7 @@ def run_worker(kind: str, telescope: str, n: int, v_max: float, out: str) -> Non
         "n_velocity_bins": renderer.n_k,
         "n_ssp": renderer.n_ssp,
         "cube_shape": [tel.n_x, tel.n_y, int(renderer.wavelength.shape[0])],
-        "deposit_grid_mb": (tel.n_x + 2 * renderer.margin) ** 2 * renderer.n_ssp * renderer.n_k
-        * 4 / MB,
+        "deposit_grid_mb": grid_bytes / MB,
         "chunk_size": renderer.chunk_size,
         "disk": DISKS[telescope],
         "import_s": import_s,
@@ -479,7 +482,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(
                     f"  steady {row['steady_s']:.3f} s, compile {row['compile_s']:.2f} s, "
                     f"peak RSS {row['peak_rss_mb']:.0f} MB (compute phase "
-                    f"{row['compute_peak_rss_mb']:.0f} MB), load {row['load_average_1min_end']:.1f}",
+                    f"{row['compute_peak_rss_mb']:.0f} MB), "
+                    f"load {row['load_average_1min_end']:.1f}",
                     flush=True,
                 )
             else:

@@ -96,7 +96,56 @@ def _make_parser() -> argparse.ArgumentParser:
         "--json", type=Path, default=None, metavar="PATH", help="write the abundances as JSON"
     )
     chem.set_defaults(run=_chemistry)
+    _add_ifu_parser(commands)
     return parser
+
+
+def _add_ifu_parser(commands) -> None:
+    ifu = commands.add_parser("ifu", help="IFU cubes: render a snapshot, make a mock disc")
+    sub = ifu.add_subparsers(dest="ifu_command", required=True, metavar="IFU_COMMAND")
+    rend = sub.add_parser(
+        "render",
+        help="render a star-particle HDF5 snapshot into a FITS (or HDF5) cube",
+        description=(
+            "Render a star-particle snapshot (diffgal HDF5 star-particle format) into an IFU "
+            "cube, streaming the particles in chunks with a progress bar, and write FITS "
+            "(.fits) or HDF5 (.h5/.hdf5) plus an optional quick-look PNG."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    rend.add_argument("snapshot", type=Path, help="star-particle HDF5 file")
+    rend.add_argument("--telescope", default="MUSE", help="preset name (see `diffgal info`)")
+    rend.add_argument("--out", type=Path, required=True, help="output cube (.fits or .h5)")
+    rend.add_argument(
+        "--templates",
+        default="auto",
+        help="template library: auto (best installed real library), emiles, bc03_miles, "
+        "synthetic (tests only)",
+    )
+    rend.add_argument("--distance-mpc", type=float, default=10.0, help="distance (z = 0)")
+    rend.add_argument("--redshift", type=float, default=None, help="redshift (Planck15)")
+    rend.add_argument("--inclination", type=float, default=0.0, help="inclination [deg]")
+    rend.add_argument("--position-angle", type=float, default=0.0, help="position angle [deg]")
+    rend.add_argument("--psf-fwhm", type=float, default=None, help="Gaussian PSF FWHM [arcsec]")
+    rend.add_argument("--v-max", type=float, default=None, help="velocity range [km/s]")
+    rend.add_argument("--snr", type=float, default=None, help="add noise at this S/N per pixel")
+    rend.add_argument("--seed", type=int, default=0, help="noise seed")
+    rend.add_argument("--flux-scale", type=float, default=1e-20, help="flux unit in erg/s/cm2/A")
+    rend.add_argument("--chunk", type=int, default=1 << 18, help="particles per host chunk")
+    rend.add_argument("--quicklook", type=Path, default=None, help="save a quick-look PNG here")
+    rend.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    rend.set_defaults(run=_ifu_render)
+    mock = sub.add_parser(
+        "mock",
+        help="write a mock rotating exponential disc as a star-particle HDF5 file",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    mock.add_argument("out", type=Path, help="output HDF5 file")
+    mock.add_argument("--n", type=int, default=100_000, help="number of star particles")
+    mock.add_argument("--r-d-kpc", type=float, default=0.1, help="disc scale length [kpc]")
+    mock.add_argument("--mass", type=float, default=1e9, help="stellar mass [Msun]")
+    mock.add_argument("--seed", type=int, default=0, help="random seed")
+    mock.set_defaults(run=_ifu_mock)
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,14 +172,13 @@ def _info(args: argparse.Namespace) -> int:
         width = max((len(name) for name in yield_sets), default=0)
         for name, status in yield_sets.items():
             print(f"  {name:<{width}}  {_describe_status(status)}")
-    import importlib.util
+    from diffgal.ifu import telescope_presets
+    from diffgal.spectra import available_template_libraries
 
-    emiles = (
-        "E-MILES: ppxf installed (reader not implemented yet)"
-        if importlib.util.find_spec("ppxf") is not None
-        else 'E-MILES: not installed (pip install "diffgal[emiles]")'
-    )
-    print(f"templates      synthetic (unit tests only); {emiles}")
+    print("templates")
+    for name, status in available_template_libraries().items():
+        print(f"  {name:<12}  {status}")
+    print(f"telescopes     {', '.join(telescope_presets())}")
     return 0
 
 
@@ -152,6 +200,109 @@ def _describe_status(status: object) -> str:
     if status is False:
         return "not available"
     return f"not available: {status}"
+
+
+# --------------------------------------------------------------------------------------------
+# diffgal ifu
+
+
+def _ifu_mock(args: argparse.Namespace) -> int:
+    import jax
+
+    from diffgal.galaxy import exponential_disk, save_particles_hdf5
+
+    if args.n < 1:
+        raise _CLIError(f"--n must be >= 1; got {args.n}.")
+    disk = exponential_disk(
+        jax.random.key(args.seed),
+        args.n,
+        mass_msun=args.mass,
+        r_d_kpc=args.r_d_kpc,
+        h_z_kpc=0.2 * args.r_d_kpc,
+        r_turn_kpc=0.3 * args.r_d_kpc,
+    )
+    save_particles_hdf5(args.out, disk, attrs={"generator": "diffgal.galaxy.exponential_disk",
+                                               "seed": args.seed, "r_d_kpc": args.r_d_kpc})
+    print(f"wrote {args.n} star particles to {args.out}")
+    return 0
+
+
+def _ifu_render(args: argparse.Namespace) -> int:
+    import time
+
+    import jax
+    import numpy as np
+
+    from diffgal.ifu import add_noise, get_telescope, make_renderer, render_streaming
+    from diffgal.ifu._particles import load_particles_hdf5, n_particles_hdf5
+    from diffgal.ifu._render import default_v_max, rotation_matrix
+    from diffgal.spectra import load_templates
+
+    start = time.perf_counter()
+    if not args.snapshot.is_file():
+        raise _CLIError(f"snapshot {str(args.snapshot)!r} not found.")
+    suffix = args.out.suffix.lower()
+    if suffix not in (".fits", ".h5", ".hdf5"):
+        raise _CLIError(f"--out must end in .fits, .h5 or .hdf5; got {str(args.out)!r}.")
+    if args.chunk < 1:
+        raise _CLIError(f"--chunk must be >= 1; got {args.chunk}.")
+    try:
+        telescope = get_telescope(args.telescope)
+        if args.psf_fwhm:
+            telescope = telescope.replace(psf="gaussian", psf_fwhm_arcsec=args.psf_fwhm)
+        templates = load_templates(args.templates)
+    except (ValueError, ImportError) as error:
+        raise _CLIError(str(error)) from None
+    n = n_particles_hdf5(args.snapshot)
+    chunks = [(i, min(i + args.chunk, n)) for i in range(0, n, args.chunk)]
+    v_max = args.v_max
+    if v_max is None:  # from a subsample of up to 1e6 particles
+        sample = load_particles_hdf5(args.snapshot, stop=min(n, 1_000_000))
+        from diffgal.ifu._api import _pixel_kpc
+
+        pixel = _pixel_kpc(telescope, None if args.redshift else args.distance_mpc, args.redshift)
+        rot = np.asarray(rotation_matrix(args.inclination, args.position_angle))
+        v_max = default_v_max(sample, rot, pixel, telescope)
+    try:
+        renderer = make_renderer(
+            telescope, templates,
+            distance_mpc=None if args.redshift else args.distance_mpc,
+            redshift=args.redshift, inclination_deg=args.inclination,
+            position_angle_deg=args.position_angle, v_max=v_max, flux_scale=args.flux_scale,
+        )
+        cube = render_streaming(
+            renderer,
+            (load_particles_hdf5(args.snapshot, start=a, stop=b) for a, b in chunks),
+            n_chunks=len(chunks),
+            progress=not args.no_progress,
+        )
+    except ValueError as error:
+        raise _CLIError(str(error)) from None
+    if args.snr is not None:
+        cube = add_noise(jax.random.key(args.seed), cube, args.snr)
+    if suffix == ".fits":
+        cube.to_fits(args.out)
+    else:
+        cube.to_hdf5(args.out)
+    if args.quicklook is not None:
+        from diffgal.ifu._plot import quicklook
+
+        quicklook(cube, args.quicklook)
+    meta = dict(cube.meta)
+    flux = np.asarray(cube.flux)
+    print(f"telescope      {telescope.name} {cube.shape} ({cube.unit})")
+    print(f"templates      {templates.name} ({templates.licence})")
+    print(f"particles      {n} in {len(chunks)} chunks; {int(cube.n_outside_fov)} outside the "
+          f"field; {int(cube.n_clamped)} clamped to the template grid; "
+          f"{float(cube.clipped_velocity_mass):.3g} Msun beyond v_max = {meta['v_max_kms']} km/s")
+    print(f"distance       {meta['distance_mpc']:.4g} Mpc, {meta['pixel_kpc']:.4g} kpc/spaxel")
+    print(f"LSF            requested {meta['lsf_fwhm_requested_aa']} A, effective "
+          f"{meta['lsf_fwhm_effective_aa']:.3f} A (templates coarser on "
+          f"{100 * meta['lsf_clipped_fraction']:.1f}% of the band)")
+    print(f"total flux     {float(np.sum(flux)):.4g} (sum over cube, {cube.unit})")
+    print(f"wrote          {args.out}" + (f" and {args.quicklook}" if args.quicklook else ""))
+    print(f"wall time      {time.perf_counter() - start:.1f} s")
+    return 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -448,7 +448,7 @@ class IFURenderer(eqx.Module):
             unit=self.unit,
             medium=self.telescope.medium,
             pixel_arcsec=self.telescope.pixel_arcsec,
-            pixel_kpc=float("nan"),
+            pixel_kpc=float(dict(self.meta)["pixel_kpc"]),
             meta=self.meta,
         )
 
@@ -561,7 +561,8 @@ def make_renderer(
     - `flux_scale`: flux unit; 1e-20 gives MUSE's `10**(-20)*erg/s/cm**2/Angstrom`.
     - `dtype`: float dtype of the bank and cube (default: JAX's default float).
     - `ra_deg`, `dec_deg`: the sky position of the field centre (for the WCS).
-    - `cosmology`: keyword arguments for [`luminosity_distance_mpc`][diffgal.ifu.luminosity_distance_mpc].
+    - `cosmology`: keyword arguments for
+        [`luminosity_distance_mpc`][diffgal.ifu.luminosity_distance_mpc] (default Planck15).
 
     **Returns:**
 
