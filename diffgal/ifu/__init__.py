@@ -16,6 +16,12 @@ from ._cosmology import (
     luminosity_distance_mpc as luminosity_distance_mpc,
 )
 from ._cube import IFUCube as IFUCube
+from ._io import (
+    read_fits as read_fits,
+    read_hdf5 as read_hdf5,
+    write_fits as write_fits,
+    write_hdf5 as write_hdf5,
+)
 from ._noise import (
     AbstractNoise as AbstractNoise,
     GivenVariance as GivenVariance,
@@ -28,6 +34,13 @@ from ._particles import (
     as_particles as as_particles,
     load_particles_hdf5 as load_particles_hdf5,
     save_particles_hdf5 as save_particles_hdf5,
+)
+from ._plot import (
+    plot_dispersion_map as plot_dispersion_map,
+    plot_spectra as plot_spectra,
+    plot_velocity_map as plot_velocity_map,
+    plot_white_light as plot_white_light,
+    quicklook as quicklook,
 )
 from ._render import (
     IFURenderer as IFURenderer,
