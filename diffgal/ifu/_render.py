@@ -403,6 +403,12 @@ class IFURenderer(eqx.Module):
     # -- stages, reused by the sharded paths ------------------------------------------------
 
     def deposit(self, particles: StellarParticles, layout: _Layout, x_offset=0):
+        if particles.mass_kind == "current" and self.surviving is None:
+            raise ValueError(
+                "`IFURenderer`: particles have `mass_kind='current'`, but the templates have no "
+                "surviving-mass fraction to convert them to initial masses. Pass initial masses "
+                "or use templates with `surviving_mass_fraction` (e.g. E-MILES)."
+            )
         arrays = (particles.position, particles.velocity, particles.mass, particles.age,
                   particles.metallicity)
         dtype = self.bank.dtype
