@@ -165,32 +165,30 @@ def host_check_particles(p: StellarParticles, api: str = "render") -> None:
         )
 
 
-def traced_check_particles(p: StellarParticles, api: str = "render") -> StellarParticles:
-    """The same checks as `host_check_particles`, as `eqx.error_if` (usable under `jit`)."""
-    mass = eqx.error_if(
-        p.mass,
-        ~jnp.isfinite(p.mass) | (p.mass < 0),
-        f"`{api}`: particle `mass` must be finite and >= 0 M_sun.",
+def traced_check_particles(p: StellarParticles, api: str = "render"):
+    """The same checks as `host_check_particles`, as `eqx.error_if` (usable under `jit`).
+
+    Returns a zero scalar "token" carrying the checks; the caller must use it (e.g. add it to a
+    small array it needs), so the checks run. Checking through a scalar, rather than passing
+    every particle array through `error_if`, avoids a copy of all N particles.
+    """
+    token = jnp.zeros((), jnp.result_type(p.mass, float))
+    checks = (
+        (
+            ~jnp.isfinite(p.mass) | (p.mass < 0),
+            f"`{api}`: particle `mass` must be finite and >= 0 M_sun.",
+        ),
+        (~jnp.isfinite(p.position), f"`{api}`: particle `position` has NaN or inf."),
+        (~jnp.isfinite(p.velocity), f"`{api}`: particle `velocity` has NaN or inf."),
+        (
+            ~jnp.isfinite(p.age) | (p.age < 0),
+            f"`{api}`: particle `age` must be finite and >= 0 Gyr.",
+        ),
+        (~jnp.isfinite(p.metallicity), f"`{api}`: particle `metallicity` has NaN or inf."),
     )
-    position = eqx.error_if(
-        p.position, ~jnp.isfinite(p.position), f"`{api}`: particle `position` has NaN or inf."
-    )
-    velocity = eqx.error_if(
-        p.velocity, ~jnp.isfinite(p.velocity), f"`{api}`: particle `velocity` has NaN or inf."
-    )
-    age = eqx.error_if(
-        p.age,
-        ~jnp.isfinite(p.age) | (p.age < 0),
-        f"`{api}`: particle `age` must be finite and >= 0 Gyr.",
-    )
-    metallicity = eqx.error_if(
-        p.metallicity,
-        ~jnp.isfinite(p.metallicity),
-        f"`{api}`: particle `metallicity` has NaN or inf.",
-    )
-    return StellarParticles(
-        position, velocity, mass, age, metallicity, mass_kind=p.mass_kind, metal_kind=p.metal_kind
-    )
+    for bad, message in checks:
+        token = eqx.error_if(token, jnp.any(bad), message)
+    return token
 
 
 # --- HDF5 star-particle format ------------------------------------------------------------------
@@ -224,9 +222,11 @@ def save_particles_hdf5(path, particles, *, attrs: Mapping | None = None) -> Non
         g.attrs["metal_kind"] = p.metal_kind
         for key in PARTICLE_KEYS:
             d = g.create_dataset(key, data=np.asarray(getattr(p, key)))
-            d.attrs["units"] = "Z (mass fraction)" if (
-                key == "metallicity" and p.metal_kind == "Z"
-            ) else _UNITS[key]
+            d.attrs["units"] = (
+                "Z (mass fraction)"
+                if (key == "metallicity" and p.metal_kind == "Z")
+                else _UNITS[key]
+            )
 
 
 def load_particles_hdf5(path, *, start: int = 0, stop: int | None = None) -> StellarParticles:
@@ -278,4 +278,3 @@ def concatenate(a: StellarParticles, b: StellarParticles) -> StellarParticles:
             f"{(a.mass_kind, a.metal_kind)} and {(b.mass_kind, b.metal_kind)}."
         )
     return jax.tree.map(lambda x, y: jnp.concatenate([x, y]), a, b)
-

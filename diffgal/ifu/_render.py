@@ -147,8 +147,11 @@ def _safe_log10_age(age):
     return jnp.log10(jnp.maximum(age, jnp.finfo(age.dtype).tiny))
 
 
-def _weights(layout: _Layout, params: _Params, chunk):
-    """Flat indices and values of the 32 deposits per particle, and of the truth channels."""
+def _weights(layout: _Layout, params: _Params, chunk, valid):
+    """Flat indices and values of the 32 deposits per particle, and of the truth channels.
+
+    `valid` (chunk,) is 1 for particles this chunk owns and 0 for the overlap of the last chunk.
+    """
     pos, vel, mass, age, met = chunk
     dtype = mass.dtype
     pos_r = pos @ params.rotation.T.astype(dtype)
@@ -163,7 +166,7 @@ def _weights(layout: _Layout, params: _Params, chunk):
     ix0, ix1 = ix0 - offset, ix1 - offset
     okx0 = (ix0 >= 0) & (ix0 < layout.n_x_local)
     okx1 = (ix1 >= 0) & (ix1 < layout.n_x_local)
-    inside = (padx & pady).astype(dtype)
+    inside = (padx & pady).astype(dtype) * valid.astype(dtype)
     sp_idx = jnp.stack(
         [ix0 * layout.n_y_pad + iy0, ix1 * layout.n_y_pad + iy0,
          ix0 * layout.n_y_pad + iy1, ix1 * layout.n_y_pad + iy1], axis=1
@@ -209,63 +212,79 @@ def _weights(layout: _Layout, params: _Params, chunk):
                                                           t_vals.reshape(n, -1))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _deposit(layout: _Layout, grids, params: _Params, chunk):
-    (i_w, i_t), (v_w, v_t) = _weights(layout, params, chunk)
-    w, t = grids
-    return (w.at[i_w].add(v_w.astype(w.dtype), mode="drop"),
-            t.at[i_t].add(v_t.astype(t.dtype), mode="drop"))
-
-
-def _deposit_fwd(layout, grids, params, chunk):
-    return _deposit(layout, grids, params, chunk), (params, chunk)
-
-
-def _deposit_bwd(layout, residuals, cotangent):
-    params, chunk = residuals
-    g_w, g_t = cotangent
-    (i_w, i_t), _ = _weights(layout, jax.lax.stop_gradient(params), jax.lax.stop_gradient(chunk))
-    gathered = (g_w.at[i_w].get(mode="fill", fill_value=0),
-                g_t.at[i_t].get(mode="fill", fill_value=0))
-
-    def values(prm, ch):
-        return _weights(layout, prm, ch)[1]
-
-    _, vjp = jax.vjp(values, params, chunk)
-    g_params, g_chunk = vjp(tuple(g.astype(chunk[2].dtype) for g in gathered))
-    return (g_w, g_t), g_params, g_chunk
-
-
-_deposit.defvjp(_deposit_fwd, _deposit_bwd)
-
-
-def _chunked(arrays, chunk_size: int):
-    """Pad particle arrays with zero-mass particles to a multiple of `chunk_size` and reshape
-    them to (n_chunk, chunk_size, ...)."""
-    n = arrays[2].shape[0]
-    size = max(1, min(chunk_size, n))
-    n_chunk = -(-n // size)
-    pad = n_chunk * size - n
-
-    def one(a):
-        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
-        return a.reshape((n_chunk, size) + a.shape[1:])
-
-    return tuple(one(a) for a in arrays)
+def _take(arrays, i, size: int, n: int):
+    """Chunk i of the particle arrays, without padding copies: the last chunk is shifted back
+    to end at n, and `valid` masks the particles an earlier chunk already deposited."""
+    start = jnp.minimum(i * size, n - size)
+    chunk = tuple(jax.lax.dynamic_slice_in_dim(a, start, size, axis=0) for a in arrays)
+    valid = (start + jnp.arange(size)) >= i * size
+    return start, chunk, valid
 
 
 def deposit_grid(layout: _Layout, params: _Params, arrays, chunk_size: int, dtype):
     """The deposit grid W (n_x_local, n_y_pad, n_ssp * n_k) and truth grid (..., 4)."""
-    chunks = _chunked(arrays, chunk_size)
+    n = arrays[2].shape[0]
+    size = max(1, min(chunk_size, n))
+    n_chunk = -(-n // size)
+    w, t = _deposit_all(layout, size, n_chunk, jnp.dtype(dtype), params, arrays)
+    shape = (layout.n_x_local, layout.n_y_pad)
+    return w.reshape(shape + (layout.n_ssp * layout.n_k,)), t.reshape(shape + (_N_TRUTH,))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _deposit_all(layout: _Layout, size: int, n_chunk: int, dtype, params: _Params, arrays):
+    """Scatter-add all particles, chunk by chunk, into flat W and truth grids.
+
+    The custom VJP exploits linearity: the cotangent of a scatter-add is a gather from the
+    adjoint grid, and the particle cotangents come from the derivatives of the (recomputed)
+    weights, chunk by chunk. The only residuals are the inputs themselves, so reverse mode
+    costs O(N) for the inputs and their cotangents and nothing else per particle.
+    """
+    n = arrays[2].shape[0]
     w = jnp.zeros((layout.grid_size,), dtype)
     t = jnp.zeros((layout.n_x_local * layout.n_y_pad * _N_TRUTH,), dtype)
 
-    def body(grids, chunk):
-        return _deposit(layout, grids, params, chunk), None
+    def body(i, grids):
+        _, chunk, valid = _take(arrays, i, size, n)
+        (i_w, i_t), (v_w, v_t) = _weights(layout, params, chunk, valid)
+        g_w, g_t = grids
+        return (g_w.at[i_w].add(v_w.astype(dtype), mode="drop"),
+                g_t.at[i_t].add(v_t.astype(dtype), mode="drop"))
 
-    (w, t), _ = jax.lax.scan(body, (w, t), chunks)
-    shape = (layout.n_x_local, layout.n_y_pad)
-    return w.reshape(shape + (layout.n_ssp * layout.n_k,)), t.reshape(shape + (_N_TRUTH,))
+    return jax.lax.fori_loop(0, n_chunk, body, (w, t))
+
+
+def _deposit_all_fwd(layout, size, n_chunk, dtype, params, arrays):
+    return _deposit_all(layout, size, n_chunk, dtype, params, arrays), (params, arrays)
+
+
+def _deposit_all_bwd(layout, size, n_chunk, dtype, residuals, cotangent):
+    params, arrays = residuals
+    g_w, g_t = cotangent
+    n = arrays[2].shape[0]
+
+    def body(i, carry):
+        g_params, g_arrays = carry
+        start, chunk, valid = _take(arrays, i, size, n)
+        (i_w, i_t), _ = _weights(layout, params, chunk, valid)
+        gathered = (g_w.at[i_w].get(mode="fill", fill_value=0),
+                    g_t.at[i_t].get(mode="fill", fill_value=0))
+        _, vjp = jax.vjp(lambda prm, ch: _weights(layout, prm, ch, valid)[1], params, chunk)
+        d_params, d_chunk = vjp(tuple(g.astype(chunk[2].dtype) for g in gathered))
+        g_params = jax.tree.map(jnp.add, g_params, d_params)
+        g_arrays = tuple(
+            jax.lax.dynamic_update_slice_in_dim(
+                a, jax.lax.dynamic_slice_in_dim(a, start, size, axis=0) + d, start, axis=0
+            )
+            for a, d in zip(g_arrays, d_chunk, strict=True)
+        )
+        return g_params, g_arrays
+
+    zeros = (jax.tree.map(jnp.zeros_like, params), tuple(jnp.zeros_like(a) for a in arrays))
+    return jax.lax.fori_loop(0, n_chunk, body, zeros)
+
+
+_deposit_all.defvjp(_deposit_all_fwd, _deposit_all_bwd)
 
 
 def _convolve_axis(x, kernel: tuple, axis: int):
@@ -393,7 +412,9 @@ class IFURenderer(eqx.Module):
         """
         from ._particles import traced_check_particles
 
-        particles = traced_check_particles(particles, "IFURenderer")
+        token = traced_check_particles(particles, "IFURenderer")
+        self = eqx.tree_at(lambda r: r.rotation, self, self.rotation + token.astype(
+            self.rotation.dtype))
         layout = self.layout(particles)
         w, t = self.deposit(particles, layout)
         w, t = self.blur_and_crop(w, t, layout.margin, self.telescope.n_x)

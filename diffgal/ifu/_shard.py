@@ -15,6 +15,7 @@ gives bit-identical noise for any device count.
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -92,7 +93,9 @@ def render_sharded(
             f"count. Use {', '.join(str(d) for d in range(1, n_dev + 1) if tel.n_x % d == 0)} "
             "devices, a telescope with a divisible n_x, or mode='particles'."
         )
-    particles = traced_check_particles(particles, "render_sharded")
+    token = traced_check_particles(particles, "render_sharded")
+    renderer = eqx.tree_at(lambda r: r.rotation, renderer,
+                           renderer.rotation + token.astype(renderer.rotation.dtype))
     diagnostics = renderer.diagnostics(particles)
     if mode == "particles":
         cube, t = _particle_mode(renderer, particles, mesh, axis, n_dev)
