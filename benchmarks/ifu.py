@@ -4,8 +4,10 @@ For each configuration (telescope preset, particle count N, velocity range `v_ma
 E-MILES templates in float32, this measures
 
 - the setup time (`make_renderer`: the host-side template bank),
-- the compile time (first call minus the steady-state time; the first call is split into an AOT
-  `lower().compile()` and the first execution, which together are what a plain first call costs),
+- the compile time: an AOT `lower().compile()` of the jitted call (it shares the jit cache, so
+  the next plain call only runs), and the first call (AOT + first execution) minus the
+  steady-state time, which agrees with it where the calls are short and is noisy where they are
+  long,
 - the steady-state time of the forward render and of `value_and_grad` of `sum(flux**2)` w.r.t.
   the particles (median of >= 3 calls, each ended by `jax.block_until_ready`),
 - the peak resident memory (RSS) of the forward render and of the gradient.
@@ -93,6 +95,16 @@ def _rss_bytes() -> float:
     return float("nan")
 
 
+def _malloc_trim() -> bool:
+    """Return freed heap memory to the kernel (glibc `malloc_trim(0)`), if available."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def _reset_peak() -> bool:
     """Reset the kernel's peak-RSS mark (VmHWM, hence ru_maxrss) to the current RSS."""
     try:
@@ -161,6 +173,8 @@ def run_worker(kind: str, telescope: str, n: int, v_max: float, out: str) -> Non
     jax.block_until_ready(particles)
     gc.collect()
     setup_peak = _peak_rss_bytes()
+    baseline_untrimmed = _rss_bytes()
+    _malloc_trim()  # hand the sampler's and bank builder's freed heap back to the kernel
     baseline = _rss_bytes()
     reset = _reset_peak()
 
@@ -196,6 +210,7 @@ def run_worker(kind: str, telescope: str, n: int, v_max: float, out: str) -> Non
         "xla_memory_plan": plan,
         "setup_peak_rss_mb": setup_peak / MB,
         "baseline_rss_mb": baseline / MB,
+        "baseline_rss_untrimmed_mb": baseline_untrimmed / MB,
         "peak_reset": reset,
     }
     skip = None
@@ -217,6 +232,7 @@ def run_worker(kind: str, telescope: str, n: int, v_max: float, out: str) -> Non
                 jnp.sum(particles.mass)
             )
             row["finite"] = bool(jnp.all(jnp.isfinite(cube.flux)))
+            del cube  # the output of the timed calls must not sit on top of this one
         else:
             value, grads = first
             leaves = jax.tree_util.tree_leaves(grads)
@@ -224,6 +240,7 @@ def run_worker(kind: str, telescope: str, n: int, v_max: float, out: str) -> Non
                 bool(jnp.all(jnp.isfinite(g))) for g in leaves
             )
             row["mass_gradient_nonzero_fraction"] = float(jnp.mean(grads.mass != 0))
+            del value, grads, leaves
         del first
         slow = kind == "gradient" and first_s > MAX_GRADIENT_CALL_S
         if slow:
@@ -240,7 +257,8 @@ def run_worker(kind: str, telescope: str, n: int, v_max: float, out: str) -> Non
                 steady_min_s=float(np.min(times)),
                 steady_max_s=float(np.max(times)),
                 repeats=len(times),
-                compile_s=aot_s + first_s - steady,
+                compile_s=aot_s,
+                compile_first_minus_steady_s=aot_s + first_s - steady,
                 first_call_s=aot_s + first_s,
                 particles_per_s=n / steady,
             )
@@ -273,6 +291,28 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _library_state() -> dict:
+    """The git commit and the uncommitted changes under `diffgal/` that the run measured."""
+    import hashlib
+
+    root = HERE.parent
+
+    def git(*cmd):
+        try:
+            proc = subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True)
+        except OSError:
+            return ""
+        return proc.stdout if proc.returncode == 0 else ""
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "diffgal").splitlines()]
+    hashes = {
+        name: hashlib.sha1((root / name).read_bytes()).hexdigest()[:12]
+        for name in dirty
+        if (root / name).is_file()
+    }
+    return {"git_head": git("rev-parse", "HEAD").strip() or None, "uncommitted_sha1": hashes}
 
 
 def _spawn(kind: str, telescope: str, n: int, v_max: float, timeout_s: float) -> dict:
@@ -353,17 +393,28 @@ def evaluate(rows: list[dict]) -> dict:
          and r["v_max_requested_kms"] == 400.0 and r.get("peak_rss_mb")),
         key=lambda r: r["n_particles"],
     )  # fmt: skip
+    # Slopes from each N to the largest one: a change of >= 0.9M particles, so the ~+-30 MB
+    # by which a process's RSS varies run to run is <= ~35 B per particle.
     slopes = []
-    for a, b in zip(muse, muse[1:], strict=False):
-        dn = b["n_particles"] - a["n_particles"]
-        per = (b["peak_rss_mb"] - a["peak_rss_mb"]) * MB / dn
-        per_compute = (b["compute_peak_rss_mb"] - a["compute_peak_rss_mb"]) * MB / dn
-        slopes.append({
-            "from_n": a["n_particles"], "to_n": b["n_particles"],
-            "bytes_per_particle": per, "compute_phase_bytes_per_particle": per_compute,
-            "rubix_bytes_per_particle": RUBIX_GRAD_BYTES_PER_PARTICLE,
-            "ratio_rubix_over_diffgal": RUBIX_GRAD_BYTES_PER_PARTICLE / per if per > 0 else None,
-        })  # fmt: skip
+    if muse:
+        b = muse[-1]
+        for a in muse[:-1]:
+            dn = b["n_particles"] - a["n_particles"]
+            per = (b["peak_rss_mb"] - a["peak_rss_mb"]) * MB / dn
+            per_compute = (b["compute_peak_rss_mb"] - a["compute_peak_rss_mb"]) * MB / dn
+            plans = (a.get("xla_memory_plan"), b.get("xla_memory_plan"))
+            per_plan = (
+                (plans[1]["total_mb"] - plans[0]["total_mb"]) * MB / dn if all(plans) else None
+            )
+            slopes.append({
+                "from_n": a["n_particles"], "to_n": b["n_particles"],
+                "bytes_per_particle": per, "compute_phase_bytes_per_particle": per_compute,
+                "xla_plan_bytes_per_particle": per_plan,
+                "rubix_bytes_per_particle": RUBIX_GRAD_BYTES_PER_PARTICLE,
+                "ratio_rubix_over_diffgal": (
+                    RUBIX_GRAD_BYTES_PER_PARTICLE / per if per > 0 else None
+                ),
+            })  # fmt: skip
     targets = []
 
     def add(label, value, op, threshold, unit, note=""):
@@ -409,7 +460,7 @@ def print_table(report: dict) -> None:
     )
     header = (
         f"{'config':<9} {'N':>9} {'v_max/bins':>10} {'field':>6} {'setup s':>8} {'comp s':>7} "
-        f"{'fwd s':>7} {'Mpart/s':>8} {'xRUBIX':>8} {'xnojit':>7} {'grad s':>7} {'g/f':>5} "
+        f"{'fwd s':>7} {'part/s':>8} {'xRUBIX':>8} {'xnojit':>7} {'grad s':>7} {'g/f':>5} "
         f"{'fwd MB':>7} {'grad MB':>8}"
     )
     print(header)
@@ -418,7 +469,7 @@ def print_table(report: dict) -> None:
         fwd, grad = s["forward"], s["gradient"]
         vel = f"{s['v_max_kms']:.0f}/{s['n_velocity_bins'] or '?'}"
         field = _fmt(s["in_field_fraction"], ".2f")
-        rate = _fmt(fwd["particles_per_s"] and fwd["particles_per_s"] / 1e6, ".2f")
+        rate = _fmt(fwd["particles_per_s"], ".2g")
         jit = _fmt(s.get("speedup_vs_rubix_jit"), ".0f")
         if jit != "-" and s.get("rubix", {}).get("extrapolated"):
             jit += "*"
@@ -436,10 +487,11 @@ def print_table(report: dict) -> None:
     print("\ngradient memory per particle (slope of the gradient's peak RSS; RUBIX: 0.84 MB):")
     for sl in report["evaluation"]["gradient_memory_per_particle"]:
         ratio = _fmt(sl["ratio_rubix_over_diffgal"], ",.0f")
+        plan = _fmt(sl["xla_plan_bytes_per_particle"], ".0f")
         print(
-            f"  {sl['from_n']:.0e} -> {sl['to_n']:.0e}: {sl['bytes_per_particle']:8.0f} B/particle "
-            f"(compute phase {sl['compute_phase_bytes_per_particle']:.0f} B), RUBIX / diffgal = "
-            f"{ratio}"
+            f"  {sl['from_n']:.0e} -> {sl['to_n']:.0e}: {sl['bytes_per_particle']:6.0f} B/particle "
+            f"(compute phase {sl['compute_phase_bytes_per_particle']:.0f} B, XLA plan {plan} B); "
+            f"RUBIX / diffgal = {ratio}"
         )
     print("\ntargets (spec §9):")
     for t in report["evaluation"]["targets"]:
@@ -501,6 +553,7 @@ def main(argv: list[str] | None = None) -> None:
         "backend": first.get("backend"),
         "devices": first.get("devices"),
         "x64": first.get("x64"),
+        "library": _library_state(),
         "machine": {
             "cpu_count": os.cpu_count(),
             "cpu_model": _cpu_model(),

@@ -13,6 +13,10 @@ EXPECTED = {
         "figures": {"imf_tracks.png", "snia_tracks.png", "final_grid.png"},
         "text": ("gradient check: jax.grad vs central finite difference", "log10_tau_ia"),
     },
+    "ifu_mock_disk": {
+        "figures": {"white_light.png", "velocity_map.png", "spectra.png", "quicklook.png"},
+        "text": ("FITS written: ifu_mock_disk.fits", "particles per spaxel"),
+    },
 }
 
 

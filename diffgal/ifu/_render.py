@@ -664,7 +664,8 @@ def make_renderer(
         factor = 1.0 + z
     psf, psf_half = _psf_spec(telescope)
     margin = psf_half + 1
-    rotation = (rotation_matrix(inclination_deg, position_angle_deg) if rotation is None
+    angles_given = rotation is None
+    rotation = (rotation_matrix(inclination_deg, position_angle_deg) if angles_given
                 else jnp.asarray(rotation))
     if jnp.shape(rotation) != (3, 3):
         raise ValueError(f"`{api}`: `rotation` must be a (3, 3) matrix; got {jnp.shape(rotation)}.")
@@ -684,8 +685,9 @@ def make_renderer(
         ("lsf_clipped_fraction", plan.lsf_clipped_fraction),
         ("psf", telescope.psf),
         ("psf_fwhm_arcsec", telescope.psf_fwhm_arcsec),
-        ("inclination_deg", float(inclination_deg) if rotation is None else None),
-        ("position_angle_deg", float(position_angle_deg)),
+        ("inclination_deg", float(inclination_deg) if angles_given else None),
+        ("position_angle_deg", float(position_angle_deg) if angles_given else None),
+        ("rotation", "angles" if angles_given else "matrix"),
         ("ra_deg", float(ra_deg)),
         ("dec_deg", float(dec_deg)),
         ("wave_sampling", telescope.wave_sampling),
