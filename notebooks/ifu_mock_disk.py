@@ -38,13 +38,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from diffgal.galaxy import exponential_disk  # noqa: E402
-from diffgal.ifu import TargetSNR, get_telescope, render, rotation_matrix  # noqa: E402
+from diffgal.ifu import (  # noqa: E402
+    TargetSNR,
+    get_telescope,
+    plot_spectra,
+    plot_velocity_map,
+    plot_white_light,
+    quicklook,
+    render,
+    rotation_matrix,
+)
 from diffgal.spectra import load_emiles, synthetic_grid  # noqa: E402
-
-try:  # the plotting helpers, re-exported by diffgal.ifu once they are public
-    from diffgal.ifu import plot_spectra, plot_velocity_map, plot_white_light, quicklook
-except ImportError:
-    from diffgal.ifu import plot_spectra, plot_velocity_map, plot_white_light, quicklook
 
 SMALL = os.environ.get("DIFFGAL_NOTEBOOK_SMALL", "") not in ("", "0")
 OUT = pathlib.Path(
