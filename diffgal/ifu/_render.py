@@ -560,7 +560,7 @@ def make_renderer(
     spatial: str = "cic",
     chunk_size: int = 16384,
     output_units: str = "flux",
-    flux_scale: float = 1.0,
+    flux_scale: float = 1e-20,
     dtype=None,
     ra_deg: float = 150.0,
     dec_deg: float = 2.0,
@@ -585,7 +585,9 @@ def make_renderer(
     - `chunk_size`: particles per deposit chunk.
     - `output_units`: `"flux"` (erg/s/cm²/Å at the observer divided by `flux_scale`) or
         `"lsun_per_A"` (L_sun per rest-frame Å per spaxel).
-    - `flux_scale`: flux unit; 1e-20 gives MUSE's `10**(-20)*erg/s/cm**2/Angstrom`.
+    - `flux_scale`: the flux unit in erg/s/cm²/Å; the default 1e-20 is MUSE's
+        `10**(-20)*erg/s/cm**2/Angstrom` and keeps float32 gradients out of the subnormal range
+        (with 1, cotangents of a nearby galaxy's cube fall below 1e-37). `render` uses 1.
     - `dtype`: float dtype of the bank and cube (default: JAX's default float).
     - `ra_deg`, `dec_deg`: the sky position of the field centre (for the WCS).
     - `cosmology`: keyword arguments for
@@ -657,7 +659,7 @@ def make_renderer(
     flux_cut = jnp.asarray(flux.reshape(n_age * n_met, -1)[:, plan.cut])
     bank = _bank_jit(flux_cut, plan, dtype)
     dw = plan.dwave_obs
-    light = np.asarray(bank, np.float64).reshape(n_age * n_met, n_k, -1)[:, half] @ dw / dw.sum()
+    light = np.asarray(bank.reshape(n_age * n_met, n_k, -1)[:, half], np.float64) @ dw / dw.sum()
     if output_units == "flux":
         factor = LSUN_ERG_S / (4.0 * math.pi * (d_l * MPC_CM) ** 2) / flux_scale
     else:

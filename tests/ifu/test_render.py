@@ -76,7 +76,7 @@ def test_cube_total_equals_luminosity_in_field(grid):
     """Before the PSF, Σ cube · Δλ equals Σ over particles in the field of m ∫T (1e-5)."""
     tel = small_telescope(n=8, n_wave=800)
     d_mpc = 10.0
-    r = make_renderer(tel, grid, distance_mpc=d_mpc, v_max=300.0)
+    r = make_renderer(tel, grid, distance_mpc=d_mpc, v_max=300.0, flux_scale=1.0)
     rng = np.random.default_rng(1)
     n = 300
     p_kpc = float(r.pixel_kpc)
