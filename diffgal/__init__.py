@@ -2,7 +2,13 @@
 
 import importlib.metadata
 
-from . import chemistry as chemistry, galaxy as galaxy, ifu as ifu, spectra as spectra
+from . import (
+    chemistry as chemistry,
+    galaxy as galaxy,
+    ifu as ifu,
+    lagrangian as lagrangian,
+    spectra as spectra,
+)
 from ._citation import citation as citation
 from ._data import data_dir as data_dir, fetch_tng_yields as fetch_tng_yields
 

@@ -1,0 +1,45 @@
+"""diffgal.lagrangian: second-order neural ODEs, Helmholtz metrics, test systems and training."""
+
+# Helmholtz conditions and the learned-multiplier metric.
+from ._helmholtz import (
+    HelmholtzLoss as HelmholtzLoss,
+    HelmholtzMetricResult as HelmholtzMetricResult,
+    HelmholtzResiduals as HelmholtzResiduals,
+    MultiplierComparison as MultiplierComparison,
+    MultiplierFit as MultiplierFit,
+    SantilliResiduals as SantilliResiduals,
+    SymmetricMatrixMLP as SymmetricMatrixMLP,
+    compare_multiplier as compare_multiplier,
+    euler_lagrange_expression as euler_lagrange_expression,
+    fit_multiplier as fit_multiplier,
+    helmholtz_loss as helmholtz_loss,
+    helmholtz_metric as helmholtz_metric,
+    helmholtz_residuals as helmholtz_residuals,
+    normalised_residuals as normalised_residuals,
+    santilli_residuals as santilli_residuals,
+    sigma_min as sigma_min,
+    soft_clip as soft_clip,
+)
+
+# Second-order ODE solves.
+from ._ode import (
+    SecondOrderSolution as SecondOrderSolution,
+    semi_implicit_euler_ok as semi_implicit_euler_ok,
+    solve_second_order as solve_second_order,
+)
+
+# Test systems and noisy trajectories.
+from ._systems import (
+    AbstractSystem as AbstractSystem,
+    CurlForce as CurlForce,
+    DampedOscillator as DampedOscillator,
+    DoublePendulum as DoublePendulum,
+    DouglasCaseIIIb as DouglasCaseIIIb,
+    DouglasCaseIV as DouglasCaseIV,
+    HarmonicOscillator as HarmonicOscillator,
+    KeplerPolar as KeplerPolar,
+    RotatingFrame as RotatingFrame,
+    SamplingBox as SamplingBox,
+    Trajectories as Trajectories,
+    simulate as simulate,
+)
