@@ -7,6 +7,7 @@ from . import (
     galaxy as galaxy,
     ifu as ifu,
     lagrangian as lagrangian,
+    pipeline as pipeline,
     spectra as spectra,
 )
 from ._citation import citation as citation

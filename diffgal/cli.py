@@ -147,6 +147,33 @@ def _add_ifu_parser(commands) -> None:
     mock.add_argument("--seed", type=int, default=0, help="random seed")
     mock.set_defaults(run=_ifu_mock)
 
+    demo = commands.add_parser(
+        "demo",
+        help="mock galaxy -> IFU cube + stellar abundances -> joint gradient fit (the main job)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    demo.add_argument("--out", type=Path, default=Path("diffgal-demo"),
+                      help="output folder (summary.json and the plots)")
+    demo.add_argument("--quick", action="store_true",
+                      help="a small configuration (2e4 particles, 12x12 spaxels, 200 stars)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed of the mock and the start")
+    demo.add_argument("--no-plots", action="store_true", help="skip the figures")
+    demo.set_defaults(run=_demo)
+
+
+# --------------------------------------------------------------------------------------------
+# diffgal demo
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from diffgal.pipeline._demo import run_demo
+
+    if args.out.exists() and not args.out.is_dir():
+        raise _CLIError(f"--out {str(args.out)!r} exists and is not a folder; pick another path.")
+    run_demo(args.out, quick=args.quick, seed=args.seed, plots=not args.no_plots,
+             show_progress=sys.stderr.isatty())
+    return 0
+
 
 # --------------------------------------------------------------------------------------------
 # diffgal info

@@ -5,3 +5,9 @@ from ..ifu._particles import (
     save_particles_hdf5 as save_particles_hdf5,
 )
 from ._disk import exponential_disk as exponential_disk, rotation_curve as rotation_curve
+from ._mock import (
+    MockGalaxy as MockGalaxy,
+    load_mock_galaxy as load_mock_galaxy,
+    make_mock_galaxy as make_mock_galaxy,
+    save_mock_galaxy as save_mock_galaxy,
+)

@@ -1,0 +1,295 @@
+"""The composed model: chemistry -> star particles -> IFU cube, and -> stellar abundances."""
+
+from __future__ import annotations
+
+import typing
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from ..chemistry import (
+    AbstractDTD,
+    AbstractIMF,
+    AbstractLifetimes,
+    AbstractSFH,
+    ChabrierIMF,
+    ChemicalHistory,
+    ChemistryParams,
+    GammaSFH,
+    GCEOptions,
+    PortinariLifetimes,
+    PowerLawDTD,
+    Yields,
+    bracket_x_h,
+    evolve,
+)
+from ..chemistry._solar import atomic_weights, metal_mask, solar_log_eps
+from ..galaxy._mock import MockGalaxy
+from ..ifu import IFUCube, IFURenderer, StellarParticles
+from ._params import GalaxyParams
+
+#: Smallest metal-to-hydrogen mass ratio used for [M/H] (a star born from primordial gas would
+#: otherwise get -inf); [M/H] there is about -9, far below every template grid, which clamps
+#: and counts such particles.
+_MIN_METAL_RATIO = 1e-12
+
+
+def sfh_birth_times(
+    sfh: AbstractSFH, quantile: Float[ArrayLike, " n_star"], t_obs: float, n_table: int = 1024
+) -> Float[Array, " n_star"]:
+    """Birth times t(u) with C(t) = u C(t_obs), C the SFH's cumulative integral.
+
+    The value comes from a table lookup refined by two Newton steps under `stop_gradient`; a
+    final Newton step carries the gradient, which is then the exact implicit-function gradient
+    dt/dθ = -(∂C/∂θ(t) - u ∂C/∂θ(t_obs)) / g(t) (one Newton step at a root reproduces it).
+    """
+    u = jnp.asarray(quantile)
+    dtype = u.dtype
+    t_tab = jnp.linspace(0.0, t_obs, n_table, dtype=dtype)
+    c_end = sfh.cumulative(jnp.asarray(t_obs, dtype))
+    target = u * c_end
+
+    def newton(t, tgt):
+        g = jnp.maximum(sfh.rate(t), jnp.finfo(dtype).tiny)
+        return jnp.clip(t - (sfh.cumulative(t) - tgt) / g, 0.0, t_obs)
+
+    sg = jax.lax.stop_gradient
+    c_tab = sg(sfh.cumulative(t_tab) / c_end)
+    t = sg(jnp.interp(u, c_tab, t_tab))
+    for _ in range(2):
+        t = sg(newton(t, sg(target)))
+    return newton(t, target)
+
+
+@typing.final
+class ChemistryModel(eqx.Module):
+    """The one-zone chemistry part of the pipeline: yields, IMF, lifetimes, DTD, SFH, options.
+
+    Every field is swappable (`eqx.tree_at` or build a new one). The parameters in
+    [`GalaxyParams`][diffgal.pipeline.GalaxyParams] are bound into the IMF (slope), DTD
+    (delay) and SFH (peak) at each call, as in [`diffgal.chemistry.evolve`][].
+    """
+
+    yields: Yields
+    imf: AbstractIMF
+    lifetimes: AbstractLifetimes
+    dtd: AbstractDTD
+    sfh: AbstractSFH
+    options: GCEOptions
+    n_time: int = eqx.field(static=True, default=28)
+
+    def history(self, params: GalaxyParams, t_obs: float) -> ChemicalHistory:
+        """The ISM history from t = 0 to `t_obs` [Gyr] (never rejected; see `margins`)."""
+        cp = ChemistryParams(
+            imf_slope=params.imf_slope,
+            log10_n_ia=params.log10_n_ia,
+            log10_sfe=params.log10_sfe,
+            log10_sfr_peak=params.log10_sfr_peak,
+            outflow_fraction=params.outflow_fraction,
+            birth_time=t_obs,
+            log10_tau_ia=params.log10_tau_ia,
+        )
+        return evolve(
+            cp, yields=self.yields, imf=self.imf, lifetimes=self.lifetimes, dtd=self.dtd,
+            sfh=self.sfh, options=self.options, time_grid=np.linspace(0.0, 1.0, self.n_time),
+            throw=False,
+        )
+
+    def bound_sfh(self, params: GalaxyParams) -> AbstractSFH:
+        return eqx.tree_at(lambda s: s.log10_peak, self.sfh, jnp.asarray(params.log10_sfr_peak))
+
+
+def make_chemistry(
+    yields: Yields | str = "auto",
+    *,
+    imf: AbstractIMF | None = None,
+    lifetimes: AbstractLifetimes | None = None,
+    dtd: AbstractDTD | None = None,
+    sfh: AbstractSFH | None = None,
+    options: GCEOptions | None = None,
+    n_time: int = 28,
+    data_dir=None,
+) -> ChemistryModel:
+    """A [`ChemistryModel`][diffgal.pipeline.ChemistryModel] with the CHEMPY-TNG parts and
+    `GCEOptions.smooth()` (differentiable in every parameter) by default.
+
+    `yields="auto"` uses the TNG tables when they are in the data directory and the offline
+    `default` set otherwise (see [`diffgal.chemistry.load_yields`][]).
+    """
+    from ..chemistry import available_yield_sets, load_yields
+
+    if yields == "auto":
+        yields = "tng" if available_yield_sets(data_dir)["tng"] == "available" else "default"
+    if isinstance(yields, str):
+        yields = load_yields(yields, data_dir=data_dir)
+    if not isinstance(yields, Yields):
+        raise TypeError(
+            f"`make_chemistry`: `yields` must be a yield-set name or a `Yields`; got "
+            f"{type(yields).__name__}."
+        )
+    if not (isinstance(n_time, int) and n_time >= 3):
+        raise ValueError(f"`make_chemistry`: `n_time` must be an int >= 3; got {n_time!r}.")
+    return ChemistryModel(
+        yields=yields,
+        imf=ChabrierIMF() if imf is None else imf,
+        lifetimes=PortinariLifetimes() if lifetimes is None else lifetimes,
+        dtd=PowerLawDTD() if dtd is None else dtd,
+        sfh=GammaSFH() if sfh is None else sfh,
+        options=GCEOptions.smooth() if options is None else options,
+        n_time=n_time,
+    )
+
+
+def _solar_metal_ratio(elements: tuple[str, ...]) -> float:
+    """Σ_metals m_X / m_H of the Sun over the traced metals only (Asplund+09)."""
+    w = atomic_weights(elements)
+    eps = solar_log_eps(elements)
+    number = 10.0 ** (eps - 12.0)
+    mass = number * w
+    h = elements.index("H")
+    return float(np.sum(mass[metal_mask(elements)]) / mass[h])
+
+
+def metallicity_mh(
+    ism_mass: Float[Array, "*batch n_elem"], elements: tuple[str, ...]
+) -> Float[Array, "*batch"]:
+    """Scaled-solar [M/H] = log10((Z/X) / (Z/X)_sun) over the traced metals (Asplund+09)."""
+    mask = jnp.asarray(metal_mask(elements))
+    metals = jnp.sum(jnp.where(mask, ism_mass, 0.0), axis=-1)
+    hydrogen = ism_mass[..., elements.index("H")]
+    ratio = jnp.maximum(metals / hydrogen, _MIN_METAL_RATIO)
+    return jnp.log10(ratio / _solar_metal_ratio(elements))
+
+
+def abundance_columns(elements: tuple[str, ...]) -> tuple[str, ...]:
+    """The catalogue columns: [Fe/H] then [X/Fe] for every traced metal other than Fe."""
+    return ("[Fe/H]",) + tuple(f"[{e}/Fe]" for e in elements if e not in ("H", "He", "Fe"))
+
+
+def abundances_from_masses(
+    masses: Float[Array, "*batch n_elem"], elements: tuple[str, ...]
+) -> Float[Array, "*batch n_col"]:
+    xh = bracket_x_h(masses, elements)
+    fe = xh[..., elements.index("Fe")]
+    cols = [fe] + [xh[..., i] - fe for i, e in enumerate(elements) if e not in ("H", "He", "Fe")]
+    return jnp.stack(cols, axis=-1)
+
+
+@typing.final
+class Pipeline(eqx.Module):
+    """Physical parameters -> ISM history -> star particles -> IFU cube, and -> abundances.
+
+    **Fields:**
+
+    - `chemistry`: a [`ChemistryModel`][diffgal.pipeline.ChemistryModel] (yields, IMF, ...).
+    - `renderer`: an [`IFURenderer`][diffgal.ifu.IFURenderer] (telescope, templates, geometry).
+    - `mesh`: `None` (one device) or a 1-D mesh from [`diffgal.ifu.make_mesh`][]: the render is
+      then sharded over its devices (`shard_mode` `"particles"` or `"spaxels"`) (static).
+
+    Build one with [`make_pipeline`][diffgal.pipeline.make_pipeline]. Every method is pure and
+    jittable; `jax.grad` of anything computed here reaches every parameter.
+    """
+
+    chemistry: ChemistryModel
+    renderer: IFURenderer
+    mesh: typing.Any = eqx.field(static=True, default=None)
+    shard_mode: str = eqx.field(static=True, default="particles")
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return self.chemistry.yields.elements
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return abundance_columns(self.elements)
+
+    def history(self, params: GalaxyParams, t_obs: float) -> ChemicalHistory:
+        return self.chemistry.history(params, t_obs)
+
+    def birth_times(self, params: GalaxyParams, galaxy: MockGalaxy) -> Float[Array, " n_star"]:
+        """Birth times [Gyr]: fixed, or from the SFH's inverse CDF at the birth quantiles."""
+        if galaxy.birth_time is not None:
+            return jnp.asarray(galaxy.birth_time)
+        return sfh_birth_times(self.chemistry.bound_sfh(params), galaxy.birth_quantile,
+                               galaxy.age_gyr)
+
+    def particles(
+        self, params: GalaxyParams, galaxy: MockGalaxy, history: ChemicalHistory | None = None
+    ) -> StellarParticles:
+        """Star particles with ages from the SFH and [M/H] of the ISM at their birth times."""
+        if history is None:
+            history = self.history(params, galaxy.age_gyr)
+        t_birth = self.birth_times(params, galaxy)
+        mh = metallicity_mh(history.ism_mass_at(t_birth), self.elements)
+        age = galaxy.age_gyr - t_birth
+        return galaxy.with_particles(age, mh, metal_kind="MH")
+
+    def render(self, particles: StellarParticles) -> IFUCube:
+        """The noiseless cube of `particles` (sharded when `mesh` is set)."""
+        dtype = self.renderer.bank.dtype
+        particles = jax.tree.map(lambda a: a.astype(dtype), particles)
+        if self.mesh is None:
+            return self.renderer(particles)
+        from ..ifu import render_sharded
+
+        return render_sharded(self.renderer, particles, mesh=self.mesh, mode=self.shard_mode)
+
+    def cube(self, params: GalaxyParams, galaxy: MockGalaxy,
+             history: ChemicalHistory | None = None) -> IFUCube:
+        return self.render(self.particles(params, galaxy, history))
+
+    def abundances(
+        self, params: GalaxyParams, birth_time: Float[ArrayLike, " n_star"], t_obs: float,
+        history: ChemicalHistory | None = None,
+    ) -> Float[Array, "n_star n_col"]:
+        """[Fe/H] and [X/Fe] (columns `self.columns`) of stars born at `birth_time` [Gyr]."""
+        if history is None:
+            history = self.history(params, t_obs)
+        return abundances_from_masses(history.ism_mass_at(jnp.asarray(birth_time)),
+                                      self.elements)
+
+
+def make_pipeline(
+    telescope="MUSE",
+    templates=None,
+    *,
+    yields: Yields | str = "auto",
+    chemistry: ChemistryModel | None = None,
+    mesh=None,
+    shard_mode: str = "particles",
+    data_dir=None,
+    **renderer_kwargs,
+) -> Pipeline:
+    """Build a [`Pipeline`][diffgal.pipeline.Pipeline]: each part is one argument.
+
+    **Arguments:**
+
+    - `telescope`: a preset name or a [`diffgal.ifu.Telescope`][].
+    - `templates`: a [`diffgal.spectra.TemplateGrid`][]; `None` takes the best installed real
+      library ([`diffgal.ifu.default_templates`][]).
+    - `yields`: a yield-set name or a `Yields` (ignored when `chemistry` is given).
+    - `chemistry`: a full [`ChemistryModel`][diffgal.pipeline.ChemistryModel] (IMF, DTD, ...).
+    - `mesh`, `shard_mode`: render on several devices (see [`diffgal.ifu.render_sharded`][]).
+    - `**renderer_kwargs`: passed to [`diffgal.ifu.make_renderer`][] (`distance_mpc`,
+      `redshift`, `inclination_deg`, `velscale`, `v_max`, `dtype`, ...).
+    """
+    from ..ifu import default_templates, get_telescope, make_renderer
+    from ..ifu._shard import SHARDING_MODES
+
+    if shard_mode not in SHARDING_MODES:
+        raise ValueError(
+            f"`make_pipeline`: `shard_mode` must be one of {SHARDING_MODES}; got {shard_mode!r}."
+        )
+    tel = get_telescope(telescope)
+    templates = default_templates() if templates is None else templates
+    renderer = make_renderer(tel, templates, **renderer_kwargs)
+    chem = make_chemistry(yields, data_dir=data_dir) if chemistry is None else chemistry
+    if not isinstance(chem, ChemistryModel):
+        raise TypeError(
+            f"`make_pipeline`: `chemistry` must be a `ChemistryModel` (see `make_chemistry`); "
+            f"got {type(chem).__name__}."
+        )
+    return Pipeline(chem, renderer, mesh=mesh, shard_mode=shard_mode)
