@@ -46,6 +46,12 @@ class DemoConfig:
         return cls(n_particles=20_000, n_stars=200, n_spaxels=12, pixel_arcsec=0.8, n_wave=500,
                    steps=60)
 
+    @classmethod
+    def tiny(cls) -> DemoConfig:
+        """For tests: a few thousand particles, an 8x8 cube of 200 pixels, 60 stars."""
+        return cls(n_particles=3000, n_stars=60, n_spaxels=8, pixel_arcsec=1.2, n_wave=200,
+                   steps=15, min_snr=3.0)
+
 
 def demo_telescope(cfg: DemoConfig):
     from ..ifu import Telescope
@@ -122,8 +128,12 @@ def demo_setup(seed: int = 0, cfg: DemoConfig | None = None, *, yields="auto", t
 
 
 def run_demo(out: str | os.PathLike, *, quick: bool = False, seed: int = 0,
-             show_progress: bool = True, plots: bool = True, echo=print) -> dict:
+             show_progress: bool = True, plots: bool = True, echo=print,
+             config: DemoConfig | None = None) -> dict:
     """Run the demo and write `summary.json` (and the plots) into `out`.
+
+    `config` overrides the sizes (default: `DemoConfig()`, or `DemoConfig.quick()` with
+    `quick=True`).
 
     **Returns:** the summary dictionary.
     """
@@ -132,7 +142,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, seed: int = 0,
 
     t0 = time.perf_counter()
     os.makedirs(out, exist_ok=True)
-    cfg = DemoConfig.quick() if quick else DemoConfig()
+    cfg = config if config is not None else (DemoConfig.quick() if quick else DemoConfig())
     with jax.enable_x64(True):  # scoped: chemistry and the fit in float64, cube in float32
         s = demo_setup(seed, cfg)
         pipe = s["pipeline"]
