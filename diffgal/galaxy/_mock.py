@@ -105,6 +105,7 @@ def make_mock_galaxy(
     v_flat_kms: float = 200.0,
     r_turn_kpc: float = 1.0,
     sigma0_kms: float = 60.0,
+    sampling: str = "random",
     dtype=None,
 ) -> MockGalaxy:
     """Sample a rotating exponential disc with birth quantiles for the chemistry model.
@@ -121,6 +122,12 @@ def make_mock_galaxy(
     - `n_star`: the number of particles (each of mass `mass_msun / n_star`).
     - `age_gyr`: the time of observation after the start of star formation [Gyr].
     - the disc's structure and kinematics as named (kpc, km/s).
+    - `sampling`: `"random"` (independent draws) or `"qmc"`: a randomly shifted Halton sequence
+      in the seven sampled coordinates (R, φ, z, three velocity components, birth quantile),
+      mapped through the same inverse CDFs. QMC spreads every spaxel's particles evenly over
+      the birth quantiles, so two realisations' cubes differ far less than with independent
+      draws (the particle shot noise that a fit on another realisation sees as unmodelled
+      noise). The `key` picks the shift, so different keys give different realisations.
 
     **Returns:**
 
@@ -128,6 +135,14 @@ def make_mock_galaxy(
     """
     if not (isinstance(n_star, int) and n_star >= 1):
         raise ValueError(f"`make_mock_galaxy`: `n_star` must be an int >= 1; got {n_star!r}.")
+    if sampling not in ("random", "qmc"):
+        raise ValueError(
+            f"`make_mock_galaxy`: `sampling` must be 'random' or 'qmc'; got {sampling!r}."
+        )
+    if sampling == "qmc":
+        return _qmc_disk(key, n_star, mass_msun=mass_msun, age_gyr=age_gyr, r_d_kpc=r_d_kpc,
+                         h_z_kpc=h_z_kpc, v_flat_kms=v_flat_kms, r_turn_kpc=r_turn_kpc,
+                         sigma0_kms=sigma0_kms, dtype=dtype)
     k_disk, k_u = jax.random.split(key)
     disk = exponential_disk(
         k_disk, n_star, mass_msun=mass_msun, r_d_kpc=r_d_kpc, h_z_kpc=h_z_kpc,
@@ -137,6 +152,61 @@ def make_mock_galaxy(
     tiny = 1e-6
     u = jax.random.uniform(k_u, (n_star,), dtype, tiny, 1.0 - tiny)
     return MockGalaxy(disk.position, disk.velocity, disk.mass, u, None, age_gyr=float(age_gyr))
+
+
+_HALTON_BASES = (2, 3, 5, 7, 11, 13, 17)
+
+
+def halton(n: int, bases=_HALTON_BASES, shift=None) -> np.ndarray:
+    """(n, len(bases)) Halton points (radical inverses of 1..n), optionally shifted mod 1."""
+    idx = np.arange(1, n + 1, dtype=np.int64)
+    out = np.empty((n, len(bases)))
+    for d, b in enumerate(bases):
+        k = idx.copy()
+        f, x = 1.0, np.zeros(n)
+        while np.any(k > 0):
+            f /= b
+            x += f * (k % b)
+            k //= b
+        out[:, d] = x
+    if shift is not None:
+        out = np.mod(out + np.asarray(shift)[None, :], 1.0)
+    return out
+
+
+def _gamma2_quantile(q: np.ndarray) -> np.ndarray:
+    """x with 1 - (1 + x) e^-x = q (the Gamma(2, 1) inverse CDF), by Newton in float64."""
+    x = np.where(q < 0.5, np.sqrt(2 * q), -np.log1p(-q) + 1.0)
+    for _ in range(50):
+        f = 1 - (1 + x) * np.exp(-x) - q
+        x = np.maximum(x - f / np.maximum(x * np.exp(-x), 1e-300), 1e-12)
+    return x
+
+
+def _qmc_disk(key, n_star, *, mass_msun, age_gyr, r_d_kpc, h_z_kpc, v_flat_kms, r_turn_kpc,
+              sigma0_kms, dtype) -> MockGalaxy:
+    from jax.scipy.special import ndtri
+
+    from ._disk import rotation_curve
+
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    shift = np.asarray(jax.random.uniform(key, (len(_HALTON_BASES),)), np.float64)
+    h = np.clip(halton(n_star, shift=shift), 1e-9, 1.0 - 1e-9)
+    r = r_d_kpc * _gamma2_quantile(h[:, 0])
+    phi = 2.0 * np.pi * h[:, 1]
+    q = h[:, 2]
+    z = h_z_kpc * np.where(q < 0.5, np.log(2.0 * q), -np.log(2.0 * (1.0 - q)))
+    normals = np.asarray(ndtri(jnp.asarray(h[:, 3:6])), np.float64)
+    vc = np.asarray(rotation_curve(jnp.asarray(r), v_flat_kms, r_turn_kpc), np.float64)
+    sigma = sigma0_kms * np.exp(-r / (2.0 * r_d_kpc))
+    position = np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+    velocity = np.stack([-vc * np.sin(phi), vc * np.cos(phi), np.zeros_like(vc)], axis=1)
+    velocity = velocity + normals * sigma[:, None]
+    u = np.clip(h[:, 6], 1e-6, 1.0 - 1e-6)
+    mass = np.full(n_star, mass_msun / n_star)
+    arr = lambda x: jnp.asarray(x, dtype)  # noqa: E731
+    return MockGalaxy(arr(position), arr(velocity), arr(mass), arr(u), None,
+                      age_gyr=float(age_gyr))
 
 
 def save_mock_galaxy(path, galaxy: MockGalaxy, particles: StellarParticles | None = None, *,

@@ -33,6 +33,8 @@ class FitResult(eqx.Module):
     - `covariance`: (n_free, n_free) Laplace covariance, the inverse Hessian of -log p at
       `params` over the `free` parameters (NaN if the Hessian is not positive definite).
     - `sigma`: (n_free,) square roots of its diagonal.
+    - `sigma_laplace`: the Laplace sigma alone (equal to `sigma` unless
+      [`total_uncertainty`][diffgal.pipeline.total_uncertainty] added the shot-noise part).
     - `loss_history`: (n_steps,) -log p after each optimiser step (then each Newton step).
     - `free`: names of the fitted parameters (static); `n_adam`, `n_newton`: steps taken;
       `stopped_early`: the optimiser stopped on its patience rule; `hessian_ok`: the Hessian
@@ -42,6 +44,7 @@ class FitResult(eqx.Module):
     params: GalaxyParams
     covariance: Float[Array, "n_free n_free"]
     sigma: Float[Array, " n_free"]
+    sigma_laplace: Float[Array, " n_free"]
     loss_history: Float[Array, " n_steps"]
     free: tuple[str, ...] = eqx.field(static=True)
     n_adam: int = eqx.field(static=True)
@@ -108,6 +111,61 @@ def laplace_hessian(
         cols.append((vg(x0 + e)[1] - vg(x0 - e)[1])[idx] / (2 * h))
     hess = jnp.stack(cols, axis=1)
     return g0, 0.5 * (hess + hess.T)
+
+
+def shot_noise_covariance(
+    likelihood: JointLikelihood,
+    result: FitResult,
+    galaxies,
+    *,
+    data_realisations: float = 1.0,
+) -> Array:
+    """The covariance the particle sampling adds to a fit's Laplace covariance (sandwich form).
+
+    A cube rendered from N star particles scatters around its expectation (particle shot
+    noise). The fit's model has that scatter and so does a mock made from particles, but the
+    cube variance holds only the photon noise, so the Laplace covariance is too small for the
+    parameters the cube constrains. This estimates the scatter of the score over `galaxies`
+    (other realisations of the fit's particle sampler, e.g. `make_mock_galaxy(k, n)` for
+    several keys): J = Cov_k[∇ log p(params; galaxy_k)], and returns
+    H⁻¹ J H⁻¹ (1 + `data_realisations`), with H⁻¹ the Laplace covariance. Use
+    `data_realisations=1` when the data are themselves a particle mock with the same N (they
+    carry the same shot noise), 0 for a real galaxy.
+
+    **Returns:** (n_free, n_free), to add to `result.covariance`.
+    """
+    galaxies = list(galaxies)
+    if len(galaxies) < 3:
+        raise ValueError(
+            f"`shot_noise_covariance`: need at least 3 `galaxies` (realisations) to estimate a "
+            f"scatter; got {len(galaxies)}. 8-16 is typical."
+        )
+    if likelihood.cube is None:
+        return jnp.zeros_like(result.covariance)
+    idx = _free_index(result.free)
+    x = result.params.to_array()
+    grads = []
+    for g in galaxies:
+        like_k = eqx.tree_at(lambda lk: lk.galaxy, likelihood, g)
+        grads.append(np.asarray(_nlp_value_and_grad(like_k, x)[1])[idx])
+    j = np.cov(np.stack(grads), rowvar=False)
+    cov = np.asarray(result.covariance, np.float64)
+    return jnp.asarray(cov @ j @ cov * (1.0 + data_realisations))
+
+
+def total_uncertainty(likelihood: JointLikelihood, result: FitResult, galaxies, *,
+                      data_realisations: float = 1.0) -> FitResult:
+    """`result` with `covariance` and `sigma` including
+    [`shot_noise_covariance`][diffgal.pipeline.shot_noise_covariance] (`sigma_laplace` keeps
+    the Laplace part). With no `galaxies` the result is returned unchanged."""
+    galaxies = list(galaxies)
+    if not galaxies or not result.hessian_ok:
+        return result
+    extra = shot_noise_covariance(likelihood, result, galaxies,
+                                  data_realisations=data_realisations)
+    cov = result.covariance + extra
+    return eqx.tree_at(lambda r: (r.covariance, r.sigma), result,
+                       (cov, jnp.sqrt(jnp.diag(cov))))
 
 
 def fit(
@@ -268,6 +326,7 @@ def fit(
         params=GalaxyParams.from_array(x),
         covariance=jnp.asarray(cov),
         sigma=jnp.asarray(np.sqrt(np.diag(cov))),
+        sigma_laplace=jnp.asarray(np.sqrt(np.diag(cov))),
         loss_history=jnp.asarray(history),
         free=free,
         n_adam=n_adam,

@@ -82,24 +82,33 @@ class ChemistryModel(eqx.Module):
     n_time: int = eqx.field(static=True, default=28)
 
     def history(self, params: GalaxyParams, t_obs: float) -> ChemicalHistory:
-        """The ISM history from t = 0 to `t_obs` [Gyr] (never rejected; see `margins`)."""
-        cp = ChemistryParams(
-            imf_slope=params.imf_slope,
-            log10_n_ia=params.log10_n_ia,
-            log10_sfe=params.log10_sfe,
-            log10_sfr_peak=params.log10_sfr_peak,
-            outflow_fraction=params.outflow_fraction,
-            birth_time=t_obs,
-            log10_tau_ia=params.log10_tau_ia,
-        )
-        return evolve(
-            cp, yields=self.yields, imf=self.imf, lifetimes=self.lifetimes, dtd=self.dtd,
-            sfh=self.sfh, options=self.options, time_grid=np.linspace(0.0, 1.0, self.n_time),
-            throw=False,
-        )
+        """The ISM history from t = 0 to `t_obs` [Gyr] (never rejected; see `margins`).
+
+        Compiled once per model structure (and `t_obs`), so eager calls (plots, mock
+        catalogues, `JointLikelihood.terms`) do not re-trace the time loop each time.
+        """
+        return _history(self, jax.tree.map(jnp.asarray, params), t_obs)
 
     def bound_sfh(self, params: GalaxyParams) -> AbstractSFH:
         return eqx.tree_at(lambda s: s.log10_peak, self.sfh, jnp.asarray(params.log10_sfr_peak))
+
+
+@eqx.filter_jit
+def _history(chem: ChemistryModel, params: GalaxyParams, t_obs) -> ChemicalHistory:
+    cp = ChemistryParams(
+        imf_slope=params.imf_slope,
+        log10_n_ia=params.log10_n_ia,
+        log10_sfe=params.log10_sfe,
+        log10_sfr_peak=params.log10_sfr_peak,
+        outflow_fraction=params.outflow_fraction,
+        birth_time=t_obs,
+        log10_tau_ia=params.log10_tau_ia,
+    )
+    return evolve(
+        cp, yields=chem.yields, imf=chem.imf, lifetimes=chem.lifetimes, dtd=chem.dtd,
+        sfh=chem.sfh, options=chem.options, time_grid=np.linspace(0.0, 1.0, chem.n_time),
+        throw=False,
+    )
 
 
 def make_chemistry(
@@ -257,6 +266,11 @@ def make_pipeline(
     templates=None,
     *,
     yields: Yields | str = "auto",
+    imf: AbstractIMF | None = None,
+    dtd: AbstractDTD | None = None,
+    sfh: AbstractSFH | None = None,
+    lifetimes: AbstractLifetimes | None = None,
+    options: GCEOptions | None = None,
     chemistry: ChemistryModel | None = None,
     mesh=None,
     shard_mode: str = "particles",
@@ -270,8 +284,12 @@ def make_pipeline(
     - `telescope`: a preset name or a [`diffgal.ifu.Telescope`][].
     - `templates`: a [`diffgal.spectra.TemplateGrid`][]; `None` takes the best installed real
       library ([`diffgal.ifu.default_templates`][]).
-    - `yields`: a yield-set name or a `Yields` (ignored when `chemistry` is given).
-    - `chemistry`: a full [`ChemistryModel`][diffgal.pipeline.ChemistryModel] (IMF, DTD, ...).
+    - `yields`: a yield-set name (`"auto"`: TNG when its tables are found, else `"default"`) or
+      a `Yields`.
+    - `imf`, `dtd`, `sfh`, `lifetimes`, `options`: chemistry parts (defaults: CHEMPY-TNG's, and
+      `GCEOptions.smooth()`); see [`make_chemistry`][diffgal.pipeline.make_chemistry].
+    - `chemistry`: a ready [`ChemistryModel`][diffgal.pipeline.ChemistryModel] instead of the
+      five arguments above and `yields`.
     - `mesh`, `shard_mode`: render on several devices (see [`diffgal.ifu.render_sharded`][]).
     - `**renderer_kwargs`: passed to [`diffgal.ifu.make_renderer`][] (`distance_mpc`,
       `redshift`, `inclination_deg`, `velscale`, `v_max`, `dtype`, ...).
@@ -286,7 +304,18 @@ def make_pipeline(
     tel = get_telescope(telescope)
     templates = default_templates() if templates is None else templates
     renderer = make_renderer(tel, templates, **renderer_kwargs)
-    chem = make_chemistry(yields, data_dir=data_dir) if chemistry is None else chemistry
+    if chemistry is None:
+        chem = make_chemistry(yields, imf=imf, dtd=dtd, sfh=sfh, lifetimes=lifetimes,
+                              options=options, data_dir=data_dir)
+    else:
+        given = [n for n, v in dict(imf=imf, dtd=dtd, sfh=sfh, lifetimes=lifetimes,
+                                    options=options).items() if v is not None]
+        if given:
+            raise ValueError(
+                f"`make_pipeline`: pass either `chemistry` or the parts {given}, not both; "
+                "build the ChemistryModel with these parts via `make_chemistry`."
+            )
+        chem = chemistry
     if not isinstance(chem, ChemistryModel):
         raise TypeError(
             f"`make_pipeline`: `chemistry` must be a `ChemistryModel` (see `make_chemistry`); "
