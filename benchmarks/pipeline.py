@@ -86,7 +86,7 @@ def main(argv=None) -> int:
                   f"chemistry-only grad {c_steady * 1e3:7.2f} ms  ratio {steady_s / c_steady:7.0f}",
                   flush=True)
     out = dict(
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         device=str(jax.devices()[0].device_kind),
         backend=jax.default_backend(),
         platform=platform.platform(),

@@ -83,13 +83,43 @@ class MockGalaxy(eqx.Module):
                 f"{api}: `age_gyr` must be a number in (0, 13.797617] Gyr (the time of "
                 f"observation after the start of star formation); got {self.age_gyr!r}."
             )
+        # Values (host side, skipped under tracing): a particle born after the time of
+        # observation would get a negative age, a quantile outside [0, 1] a clipped birth time.
+        for name in ("position", "velocity", "mass", "birth_quantile", "birth_time"):
+            x = getattr(self, name)
+            if x is None or isinstance(x, jax.core.Tracer):
+                continue
+            x = np.asarray(x)
+            if not np.all(np.isfinite(x)):
+                raise ValueError(
+                    f"{api}: `{name}` has {int(np.sum(~np.isfinite(x)))} non-finite entries; "
+                    "drop or repair those particles."
+                )
+        checks = (
+            ("mass", 0.0, np.inf, "must be >= 0 (initial mass in M_sun)"),
+            ("birth_quantile", 0.0, 1.0, "must lie in [0, 1]"),
+            ("birth_time", 0.0, float(self.age_gyr),
+             f"must lie in [0, age_gyr = {self.age_gyr}] Gyr (no particle is born after the "
+             "time of observation; birth_time = age_gyr - stellar age)"),
+        )
+        for name, lo, hi, rule in checks:
+            x = getattr(self, name)
+            if x is None or isinstance(x, jax.core.Tracer):
+                continue
+            x = np.asarray(x)
+            bad = (x < lo) | (x > hi)
+            if bad.any():
+                raise ValueError(
+                    f"{api}: `{name}` {rule}; got {int(bad.sum())} particles outside, in "
+                    f"[{float(x.min())!r}, {float(x.max())!r}]."
+                )
 
     @property
     def n_star(self) -> int:
         return int(jnp.shape(self.mass)[0])
 
     def with_particles(self, age, metallicity, metal_kind: str = "Z") -> StellarParticles:
-        """The [`StellarParticles`][diffgal.ifu.StellarParticles] for given ages and metallicities."""
+        """[`StellarParticles`][diffgal.ifu.StellarParticles] for given ages and metallicities."""
         return StellarParticles(self.position, self.velocity, self.mass, age, metallicity,
                                 metal_kind=metal_kind)
 

@@ -21,6 +21,24 @@ from ._helmholtz import (
     soft_clip as soft_clip,
 )
 
+# Neural second-order ODEs, the Lagrangian neural ODE, training and the LNN baseline.
+from ._lnn import (
+    LNNBaseline as LNNBaseline,
+    euler_lagrange_acceleration as euler_lagrange_acceleration,
+)
+from ._lnode import (
+    LagrangianNeuralODE as LagrangianNeuralODE,
+    make_optimiser as make_optimiser,
+    reconstruction_loss as reconstruction_loss,
+    routed_gradients as routed_gradients,
+)
+from ._node import (
+    ForceMLP as ForceMLP,
+    NeuralSecondOrderODE as NeuralSecondOrderODE,
+    Normaliser as Normaliser,
+    fit_normaliser as fit_normaliser,
+)
+
 # Second-order ODE solves.
 from ._ode import (
     SecondOrderSolution as SecondOrderSolution,
@@ -42,4 +60,9 @@ from ._systems import (
     SamplingBox as SamplingBox,
     Trajectories as Trajectories,
     simulate as simulate,
+)
+from ._train import (
+    TrainResult as TrainResult,
+    load_checkpoint as load_checkpoint,
+    train_lnode as train_lnode,
 )

@@ -9,9 +9,9 @@ from ._fit import (
     FitResult as FitResult,
     fit as fit,
     laplace_hessian as laplace_hessian,
+    negative_log_posterior as negative_log_posterior,
     shot_noise_covariance as shot_noise_covariance,
     total_uncertainty as total_uncertainty,
-    negative_log_posterior as negative_log_posterior,
 )
 from ._model import (
     ChemistryModel as ChemistryModel,
@@ -29,12 +29,12 @@ from ._observe import (
     abundance_loglik as abundance_loglik,
     cube_chi2 as cube_chi2,
     cube_chi2_split as cube_chi2_split,
-    split_particles as split_particles,
     draw_birth_times as draw_birth_times,
     make_likelihood as make_likelihood,
     noise_model as noise_model,
     observe_abundances as observe_abundances,
     observe_cube as observe_cube,
+    split_particles as split_particles,
 )
 from ._params import (
     DEFAULT_PRIOR as DEFAULT_PRIOR,

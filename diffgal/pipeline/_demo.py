@@ -126,7 +126,8 @@ def demo_setup(seed: int = 0, cfg: DemoConfig | None = None, *, yields="auto", t
     start = {}
     for i, name in enumerate(PARAM_NAMES):
         lo, hi = SUPPORT[name]
-        x = float(getattr(truth, name)) + cfg.start_offset_sigma * DEFAULT_PRIOR[name][1] * offsets[i]
+        step = cfg.start_offset_sigma * DEFAULT_PRIOR[name][1] * offsets[i]
+        x = float(getattr(truth, name)) + step
         margin = 0.02 * (hi - lo)
         start[name] = float(np.clip(x, lo + margin, hi - margin))
     return dict(
@@ -190,7 +191,8 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, seed: int = 0,
             abundance_loglik=terms["abundances"],
             n_particles_clamped_to_template_grid=int(cube.n_clamped),
             fit=dict(n_adam=result.n_adam, n_newton=result.n_newton,
-                     stopped_early=result.stopped_early, hessian_positive_definite=result.hessian_ok,
+                     stopped_early=result.stopped_early,
+                     hessian_positive_definite=result.hessian_ok,
                      covariance=np.asarray(result.covariance).tolist(), free=list(result.free)),
             seed=seed,
             quick=quick,

@@ -117,20 +117,16 @@ def shot_noise_covariance(
     likelihood: JointLikelihood,
     result: FitResult,
     galaxies,
-    *,
-    data_realisations: float = 1.0,
 ) -> Array:
-    """The covariance the particle sampling adds to a fit's Laplace covariance (sandwich form).
+    """The covariance the particle sampling of the *data* adds to a fit (sandwich form).
 
-    A cube rendered from N star particles scatters around its expectation (particle shot
-    noise). The fit's model has that scatter and so does a mock made from particles, but the
-    cube variance holds only the photon noise, so the Laplace covariance is too small for the
-    parameters the cube constrains. This estimates the scatter of the score over `galaxies`
-    (other realisations of the fit's particle sampler, e.g. `make_mock_galaxy(k, n)` for
-    several keys): J = Cov_k[∇ log p(params; galaxy_k)], and returns
-    H⁻¹ J H⁻¹ (1 + `data_realisations`), with H⁻¹ the Laplace covariance. Use
-    `data_realisations=1` when the data are themselves a particle mock with the same N (they
-    carry the same shot noise), 0 for a real galaxy.
+    A mock cube rendered from N star particles scatters around its expectation (shot noise),
+    which the cube variance (photon noise only) does not hold. This renders the cube of each
+    of `galaxies` (other realisations of the data's particle sampler, e.g.
+    `make_mock_galaxy(k, n)` for several keys) at the fitted parameters, computes the score
+    s_k = ∇(-log p) with that cube as the data, and returns H⁻¹ Cov_k[s_k] H⁻¹ (H⁻¹ the
+    Laplace covariance). With `cube_model="particles"` the model has the same shot noise
+    again, so the term is doubled. For a real galaxy (no particle shot noise) skip this.
 
     **Returns:** (n_free, n_free), to add to `result.covariance`.
     """
@@ -144,25 +140,27 @@ def shot_noise_covariance(
         return jnp.zeros_like(result.covariance)
     idx = _free_index(result.free)
     x = result.params.to_array()
+    pipe = likelihood.pipeline
+    render = eqx.filter_jit(lambda pipe, p, g: pipe.cube(p, g).flux)
     grads = []
     for g in galaxies:
-        like_k = eqx.tree_at(lambda lk: lk.galaxy, likelihood, g)
+        data = render(pipe, result.params, g).astype(likelihood.cube.flux.dtype)
+        like_k = eqx.tree_at(lambda lk: lk.cube.flux, likelihood, data)
         grads.append(np.asarray(_nlp_value_and_grad(like_k, x)[1])[idx])
     j = np.cov(np.stack(grads), rowvar=False)
     cov = np.asarray(result.covariance, np.float64)
-    return jnp.asarray(cov @ j @ cov * (1.0 + data_realisations))
+    factor = 2.0 if likelihood.cube_model == "particles" else 1.0
+    return jnp.asarray(cov @ j @ cov * factor)
 
 
-def total_uncertainty(likelihood: JointLikelihood, result: FitResult, galaxies, *,
-                      data_realisations: float = 1.0) -> FitResult:
+def total_uncertainty(likelihood: JointLikelihood, result: FitResult, galaxies) -> FitResult:
     """`result` with `covariance` and `sigma` including
     [`shot_noise_covariance`][diffgal.pipeline.shot_noise_covariance] (`sigma_laplace` keeps
     the Laplace part). With no `galaxies` the result is returned unchanged."""
     galaxies = list(galaxies)
     if not galaxies or not result.hessian_ok:
         return result
-    extra = shot_noise_covariance(likelihood, result, galaxies,
-                                  data_realisations=data_realisations)
+    extra = shot_noise_covariance(likelihood, result, galaxies)
     cov = result.covariance + extra
     return eqx.tree_at(lambda r: (r.covariance, r.sigma), result,
                        (cov, jnp.sqrt(jnp.diag(cov))))

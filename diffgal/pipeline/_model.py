@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 
 import equinox as eqx
@@ -29,6 +30,7 @@ from ..chemistry import (
 from ..chemistry._solar import atomic_weights, metal_mask, solar_log_eps
 from ..galaxy._mock import MockGalaxy
 from ..ifu import IFUCube, IFURenderer, StellarParticles
+from ..spectra import bilinear_weights
 from ._params import GalaxyParams
 
 #: Smallest metal-to-hydrogen mass ratio used for [M/H] (a star born from primordial gas would
@@ -45,10 +47,13 @@ def sfh_birth_times(
     The value comes from a table lookup refined by two Newton steps under `stop_gradient`; a
     final Newton step carries the gradient, which is then the exact implicit-function gradient
     dt/dθ = -(∂C/∂θ(t) - u ∂C/∂θ(t_obs)) / g(t) (one Newton step at a root reproduces it).
+    The table nodes are quadratic in t and the lookup is linear in sqrt(C), so the start is
+    already close where C rises as a power of t near t = 0 (C ∝ t² for the Gamma(2) SFH), where
+    a linear lookup would leave Newton far from the root.
     """
     u = jnp.asarray(quantile)
     dtype = u.dtype
-    t_tab = jnp.linspace(0.0, t_obs, n_table, dtype=dtype)
+    t_tab = t_obs * jnp.linspace(0.0, 1.0, n_table, dtype=dtype) ** 2
     c_end = sfh.cumulative(jnp.asarray(t_obs, dtype))
     target = u * c_end
 
@@ -58,7 +63,7 @@ def sfh_birth_times(
 
     sg = jax.lax.stop_gradient
     c_tab = sg(sfh.cumulative(t_tab) / c_end)
-    t = sg(jnp.interp(u, c_tab, t_tab))
+    t = sg(jnp.interp(jnp.sqrt(u), jnp.sqrt(c_tab), t_tab))
     for _ in range(2):
         t = sg(newton(t, sg(target)))
     return newton(t, target)
@@ -187,6 +192,27 @@ def abundances_from_masses(
     return jnp.stack(cols, axis=-1)
 
 
+def population_renderer(renderer: IFURenderer, weights: Float[Array, " n_ssp"]) -> IFURenderer:
+    """A renderer whose only template is the population spectrum Σ_s weights_s T_s.
+
+    Its grid has 2 x 2 nodes at log10(age/Gyr) = {0, 1} and [M/H] = {0, 1}; the population sits
+    at node (0, 0) (age 1 Gyr, [M/H] = 0, hit exactly, so the bilinear weight is 1) and the
+    other nodes are zero. Rendering particles placed there gives
+    Σ_particles m_i × (the population spectrum Doppler-shifted by v_i), with the matmul over
+    4 n_k channels instead of n_ssp n_k.
+    """
+    n_ssp, n_k = renderer.n_ssp, renderer.n_k
+    bank = renderer.bank.reshape(n_ssp, n_k, -1)
+    spec = jnp.einsum("s,skw->kw", weights.astype(bank.dtype), bank,
+                      precision=jax.lax.Precision.HIGHEST)
+    new_bank = jnp.zeros((4,) + spec.shape, bank.dtype).at[0].set(spec).reshape(4 * n_k, -1)
+    light = jnp.full((4,), jnp.dot(weights.astype(bank.dtype), renderer.light), bank.dtype)
+    axis = jnp.asarray([0.0, 1.0], bank.dtype)
+    surviving = None if renderer.surviving is None else jnp.ones((2, 2), bank.dtype)
+    return dataclasses.replace(renderer, bank=new_bank, light=light, log_age=axis, metal=axis,
+                               surviving=surviving, n_met=2)
+
+
 @typing.final
 class Pipeline(eqx.Module):
     """Physical parameters -> ISM history -> star particles -> IFU cube, and -> abundances.
@@ -236,15 +262,68 @@ class Pipeline(eqx.Module):
         age = galaxy.age_gyr - t_birth
         return galaxy.with_particles(age, mh, metal_kind="MH")
 
-    def render(self, particles: StellarParticles) -> IFUCube:
+    def render(self, particles: StellarParticles, renderer: IFURenderer | None = None) -> IFUCube:
         """The noiseless cube of `particles` (sharded when `mesh` is set)."""
-        dtype = self.renderer.bank.dtype
+        renderer = self.renderer if renderer is None else renderer
+        dtype = renderer.bank.dtype
         particles = jax.tree.map(lambda a: a.astype(dtype), particles)
         if self.mesh is None:
-            return self.renderer(particles)
+            return renderer(particles)
         from ..ifu import render_sharded
 
-        return render_sharded(self.renderer, particles, mesh=self.mesh, mode=self.shard_mode)
+        return render_sharded(renderer, particles, mesh=self.mesh, mode=self.shard_mode)
+
+    def population(
+        self, params: GalaxyParams, t_obs: float, history: ChemicalHistory | None = None,
+        n_quad: int = 512,
+    ) -> tuple[Float[Array, " n_ssp"], Float[Array, ""]]:
+        """SSP weights of the galaxy's whole stellar population, and the clamped fraction.
+
+        The population's (age, [M/H]) distribution is the SFH's: birth quantiles at the
+        `n_quad` midpoints u_j = (j + ½)/n_quad, birth times from the SFH inverse CDF and [M/H]
+        from the ISM history, each spread over the template grid with bilinear weights and
+        averaged. Returns `(weights (n_ssp,), fraction of the quadrature mass outside the grid,
+        clamped to its edge)`.
+        """
+        if history is None:
+            history = self.history(params, t_obs)
+        dtype = history.time.dtype
+        u = (jnp.arange(n_quad, dtype=dtype) + 0.5) / n_quad
+        t = sfh_birth_times(self.chemistry.bound_sfh(params), u, t_obs)
+        mh = metallicity_mh(history.ism_mass_at(t), self.elements)
+        log_age = jnp.log10(jnp.maximum(t_obs - t, jnp.finfo(dtype).tiny))
+        r = self.renderer
+        idx, w, out = jax.vmap(bilinear_weights, in_axes=(0, 0, None, None))(
+            log_age, mh, r.log_age, r.metal
+        )
+        ssp = idx[..., 0] * r.n_met + idx[..., 1]
+        weights = jnp.zeros(r.n_ssp, w.dtype).at[ssp.reshape(-1)].add(w.reshape(-1) / n_quad)
+        return weights, jnp.mean(out.astype(dtype))
+
+    def cube_expected(self, params: GalaxyParams, galaxy: MockGalaxy,
+                      history: ChemicalHistory | None = None, n_quad: int = 512) -> IFUCube:
+        """The cube's expectation over the particles' birth quantiles.
+
+        Every particle of a [`MockGalaxy`][diffgal.galaxy.MockGalaxy] with birth quantiles
+        draws its age from the same SFH, independently of its position and velocity, so the
+        expected cube is Σ_i m_i × (the population spectrum, see
+        [`population`][diffgal.pipeline.Pipeline.population], shifted by v_i). This has no
+        shot noise in the ages and metallicities (whose parameter dependence biases a fit
+        of a particle-rendered model, see [`cube_chi2_split`][diffgal.pipeline.cube_chi2_split]),
+        and renders through a 4-template bank, so it is also faster than `cube`.
+        """
+        if galaxy.birth_quantile is None:
+            raise ValueError(
+                "`Pipeline.cube_expected`: the galaxy has fixed `birth_time`s, so its ages do not "
+                "follow the SFH; use `Pipeline.cube` (per-particle ages and [M/H])."
+            )
+        weights, _ = self.population(params, galaxy.age_gyr, history, n_quad)
+        renderer = population_renderer(self.renderer, weights)
+        n = galaxy.n_star
+        dtype = renderer.bank.dtype
+        particles = StellarParticles(galaxy.position, galaxy.velocity, galaxy.mass,
+                                     jnp.ones(n, dtype), jnp.zeros(n, dtype), metal_kind="MH")
+        return self.render(particles, renderer)
 
     def cube(self, params: GalaxyParams, galaxy: MockGalaxy,
              history: ChemicalHistory | None = None) -> IFUCube:

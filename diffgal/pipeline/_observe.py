@@ -31,13 +31,14 @@ class AbundanceCatalogue(eqx.Module):
       asteroseismic ages: age_gyr - age).
     - `values`: (n_star, n_col) measured abundances in the order of `columns`.
     - `errors`: (n_star, n_col) 1-sigma Gaussian errors (> 0).
-    - `columns`: names such as `"[Fe/H]"`, `"[O/Fe]"` (static); must match the pipeline's.
+    - `columns`: names such as `"[Fe/H]"`, `"[O/Fe]"` (static, stored as a tuple); must match
+      the pipeline's.
     """
 
     birth_time: Float[Array, " n_star"]
     values: Float[Array, "n_star n_col"]
     errors: Float[Array, "n_star n_col"]
-    columns: tuple[str, ...] = eqx.field(static=True)
+    columns: tuple[str, ...] = eqx.field(static=True, converter=tuple)
 
     def __check_init__(self):
         api = "`AbundanceCatalogue`"
@@ -101,7 +102,13 @@ class CubeObservation(eqx.Module):
             )
         if tuple(jnp.shape(self.mask)) != shape[:2]:
             raise ValueError(
-                f"{api}: `mask` must be (n_x, n_y) = {shape[:2]}; got {tuple(jnp.shape(self.mask))}."
+                f"{api}: `mask` must be (n_x, n_y) = {shape[:2]}; got "
+                f"{tuple(jnp.shape(self.mask))}."
+            )
+        if jnp.result_type(self.mask) != jnp.bool_:
+            raise ValueError(
+                f"{api}: `mask` must be a boolean array (True = spaxel in the fit); got dtype "
+                f"{jnp.result_type(self.mask)}. Pass e.g. `mask > 0`."
             )
         if _is_concrete(self.variance) and _is_concrete(self.mask):
             var = np.asarray(self.variance)
@@ -170,6 +177,15 @@ def observe_abundances(
 ) -> AbundanceCatalogue:
     """Mock abundance catalogue: the model's abundances at `birth_time` plus Gaussian errors."""
     birth_time = jnp.asarray(birth_time)
+    if _is_concrete(birth_time):
+        bt = np.asarray(birth_time)
+        if not np.all((bt > 0) & (bt <= t_obs)):
+            raise ValueError(
+                f"`observe_abundances`: every `birth_time` must lie in (0, t_obs = {t_obs}] Gyr "
+                f"(the chemical history ends at the time of observation); got "
+                f"{int(np.sum(~((bt > 0) & (bt <= t_obs))))} outside, in "
+                f"[{float(bt.min())!r}, {float(bt.max())!r}]."
+            )
     truth = pipeline.abundances(params, birth_time, t_obs)
     err = jnp.broadcast_to(jnp.asarray(errors, truth.dtype), truth.shape)
     values = truth + err * jax.random.normal(key, truth.shape, truth.dtype)
@@ -288,7 +304,9 @@ def _prior_tuple(prior) -> tuple:
     out = []
     for name, (mu, sigma) in prior.items():
         if not sigma > 0:
-            raise ValueError(f"`JointLikelihood`: prior sigma of `{name}` must be > 0; got {sigma}.")
+            raise ValueError(
+                f"`JointLikelihood`: prior sigma of `{name}` must be > 0; got {sigma}."
+            )
         out.append((name, (float(mu), float(sigma))))
     return tuple(out)
 
@@ -305,7 +323,11 @@ class JointLikelihood(eqx.Module):
     - `stars`: an [`AbundanceCatalogue`][diffgal.pipeline.AbundanceCatalogue] or `None`.
     - `prior`: `(name, (mean, sigma))` pairs of a Gaussian prior (static; `()` for none).
     - `normalisation`: the cube χ² amplitude treatment (see [`cube_chi2`][]) (static).
-    - `estimator`: `"plain"` (default): one render and [`cube_chi2`][]; `"split"`: the
+    - `cube_model`: `"expected"`: the cube's expectation over the birth quantiles
+      ([`Pipeline.cube_expected`][diffgal.pipeline.Pipeline.cube_expected]; no age shot noise,
+      unbiased); `"particles"`: per-particle ages and [M/H] ([`Pipeline.cube`][]) (static).
+    - `estimator`: for `cube_model="particles"`: `"plain"` (default): one render and
+      [`cube_chi2`][]; `"split"`: the
       particles are split into two halves (masses doubled) rendered separately, and the cube
       term is the cross χ² of [`cube_chi2_split`][] (static). See the docs page for the
       particle shot-noise bias that motivates `"split"` and why `"plain"` is the default.
@@ -320,6 +342,7 @@ class JointLikelihood(eqx.Module):
     prior: tuple = eqx.field(static=True, default=())
     normalisation: str = eqx.field(static=True, default="per_spaxel")
     estimator: str = eqx.field(static=True, default="plain")
+    cube_model: str = eqx.field(static=True, default="expected")
 
     def terms(self, params: GalaxyParams) -> dict[str, Array]:
         """`{"cube": -½χ², "abundances": log L, "prior": log prior}` (absent parts are 0)."""
@@ -327,7 +350,10 @@ class JointLikelihood(eqx.Module):
         history = self.pipeline.history(params, t_obs)
         out = {"cube": jnp.zeros(()), "abundances": jnp.zeros(()),
                "prior": log_prior(params, dict(self.prior))}
-        if self.cube is not None:
+        if self.cube is not None and self.cube_model == "expected":
+            model = self.pipeline.cube_expected(params, self.galaxy, history)
+            out["cube"] = -0.5 * cube_chi2(model.flux, self.cube, self.normalisation)
+        elif self.cube is not None:
             particles = self.pipeline.particles(params, self.galaxy, history)
             if self.estimator == "plain":
                 model = self.pipeline.render(particles)
@@ -373,6 +399,7 @@ def make_likelihood(
     prior="default",
     normalisation: str = "per_spaxel",
     estimator: str = "plain",
+    cube_model: str = "auto",
     use: tuple[str, ...] = ("cube", "abundances"),
 ) -> JointLikelihood:
     """Check the pieces against each other and build a [`JointLikelihood`][].
@@ -386,7 +413,9 @@ def make_likelihood(
     - `prior`: `"default"` ([`DEFAULT_PRIOR`][diffgal.pipeline.DEFAULT_PRIOR]), `None`, or a
       dict `{name: (mean, sigma)}`.
     - `normalisation`: `"per_spaxel"` (default) or `"fixed"`; see [`cube_chi2`][].
-    - `estimator`: `"plain"` (default) or `"split"` (see [`cube_chi2_split`][]).
+    - `cube_model`: `"auto"` (`"expected"` for a galaxy with birth quantiles, else
+      `"particles"`), `"expected"` or `"particles"`; see [`JointLikelihood`][].
+    - `estimator`: `"plain"` (default) or `"split"` (see [`cube_chi2_split`][]); particles only.
 
     **Raises:** `ValueError` naming the argument for a missing observation, a cube that does not
     match the telescope, a catalogue whose columns are not the pipeline's, or stars born after
@@ -423,6 +452,17 @@ def make_likelihood(
         )
     if estimator not in ESTIMATORS:
         raise ValueError(f"`{api}`: `estimator` must be one of {ESTIMATORS}; got {estimator!r}.")
+    if cube_model == "auto":
+        cube_model = "expected" if galaxy.birth_quantile is not None else "particles"
+    if cube_model not in ("expected", "particles"):
+        raise ValueError(
+            f"`{api}`: `cube_model` must be 'auto', 'expected' or 'particles'; got {cube_model!r}."
+        )
+    if cube_model == "expected" and galaxy.birth_quantile is None:
+        raise ValueError(
+            f"`{api}`: cube_model='expected' needs a galaxy with birth quantiles (ages from the "
+            "SFH); this `galaxy` has fixed birth times. Use cube_model='particles'."
+        )
     if "cube" in use and estimator == "split" and galaxy.n_star < 2:
         raise ValueError(f"`{api}`: the split estimator needs a galaxy of >= 2 particles.")
     if "cube" in use:
@@ -431,6 +471,11 @@ def make_likelihood(
             raise ValueError(
                 f"`{api}`: `cube` has shape {tuple(cube.flux.shape)} but the pipeline's telescope "
                 f"{tel.name!r} renders {tel.shape}; use the telescope that took the data."
+            )
+        if not np.any(np.asarray(cube.mask)):
+            raise ValueError(
+                f"`{api}`: the mask of `cube` selects no spaxel, so the cube would not enter the "
+                "fit; set `cube.mask` True where the data are usable, or drop 'cube' from `use`."
             )
     if "abundances" in use:
         if stars.columns != pipeline.columns:
@@ -457,4 +502,5 @@ def make_likelihood(
         prior=_prior_tuple(prior),
         normalisation=normalisation,
         estimator=estimator,
+        cube_model=cube_model,
     )
