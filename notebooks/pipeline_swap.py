@@ -16,7 +16,7 @@
 #
 # `diffgal.pipeline` composes one-zone chemistry, star particles, an IFU cube and a stellar
 # abundance catalogue into one differentiable log-likelihood of six physical parameters
-# (see the [pipeline page](../docs/pipeline.md)). Every part is one argument, so swapping a
+# (see the "Pipeline" page of the documentation). Every part is one argument, so swapping a
 # yield table or a telescope is one line. Here we build a small mock galaxy, observe it with
 # three set-ups:
 #
@@ -27,8 +27,8 @@
 #
 # and compare the gradient of the joint log-likelihood with respect to the six parameters at
 # a point away from the truth. Each set-up observes its own mock data (made with its own
-# yields and telescope), so the gradients say how strongly each set-up pulls each parameter
-# back towards the truth.
+# yields and telescope), so the gradients show how strongly, and in which direction, each
+# set-up's data pull on each parameter.
 #
 # The templates are E-MILES when installed (`pip install "diffgal[emiles]"`); under
 # `DIFFGAL_NOTEBOOK_SMALL=1` (the test suite) the notebook uses the synthetic analytic grid,
@@ -43,16 +43,22 @@ import pathlib
 import tempfile
 import time
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
-import matplotlib
+SMALL = os.environ.get("DIFFGAL_NOTEBOOK_SMALL", "") not in ("", "0")
+if SMALL:  # compile time dominates these tiny runs: let XLA optimise less (set before jax starts)
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    ).strip()
+
+import equinox as eqx  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from diffgal.chemistry import GCEOptions, available_yield_sets  # noqa: E402
+from diffgal.chemistry import GCEOptions, available_yield_sets, load_yields  # noqa: E402
 from diffgal.galaxy import make_mock_galaxy  # noqa: E402
 from diffgal.ifu import Telescope  # noqa: E402
 from diffgal.pipeline import (  # noqa: E402
@@ -60,7 +66,6 @@ from diffgal.pipeline import (  # noqa: E402
     PARAM_NAMES,
     GalaxyParams,
     draw_birth_times,
-    make_chemistry,
     make_likelihood,
     make_pipeline,
     observe_abundances,
@@ -68,7 +73,6 @@ from diffgal.pipeline import (  # noqa: E402
 )
 from diffgal.spectra import synthetic_grid  # noqa: E402
 
-SMALL = os.environ.get("DIFFGAL_NOTEBOOK_SMALL", "") not in ("", "0")
 OUT = pathlib.Path(
     os.environ.get("DIFFGAL_NOTEBOOK_OUT") or tempfile.mkdtemp(prefix="diffgal_notebook_")
 )
@@ -129,55 +133,65 @@ for tel in (muse_like, manga_like):
 # %% [markdown]
 # ## The set-ups
 #
-# `make_pipeline(telescope, templates, yields=...)` builds the chemistry and the renderer.
-# To swap one part we keep the other: `eqx.tree_at` replaces the chemistry of a pipeline (the
-# renderer and its template bank are reused), and `make_pipeline(..., chemistry=...)` puts the
-# same chemistry behind another telescope.
+# `make_pipeline(telescope, templates, yields=..., options=...)` builds the chemistry and the
+# renderer. To swap one part we keep the rest: `eqx.tree_at` replaces the yield tables inside a
+# pipeline (the renderer and its template bank are reused), and `make_pipeline(...,
+# chemistry=...)` puts the same chemistry behind another telescope.
 #
-# The chemistry uses `GCEOptions.smooth()` (differentiable in every parameter) with the time
-# loop in one `lax.scan` (`scan_segments=1`): the same results, and a much shorter compile for
-# the few evaluations made here.
+# The chemistry uses `GCEOptions.smooth()` (differentiable in every parameter) with its time
+# loop in one `lax.scan` (`scan_segments=1`): the same results as the default six segments, and
+# a several times shorter compile of the gradient, which dominates the few evaluations made here.
 
 # %%
 options = dataclasses.replace(GCEOptions.smooth(), scan_segments=1)
 render_kw = dict(redshift=REDSHIFT, inclination_deg=60.0, position_angle_deg=30.0, v_max=450.0,
-                 dtype=jnp.float32)
+                 dtype=jnp.float64)
+BASE_YIELDS = "tng" if HAVE_TNG else "default"
 
-with jax.enable_x64(True):  # scoped float64: the chemistry and the gradients
-    base_yields = "tng" if HAVE_TNG else "default"
-    chem_base = make_chemistry(base_yields, options=options)
-    pipe_base = make_pipeline(muse_like, templates, chemistry=chem_base, **render_kw)
-    setups = {f"{base_yields} + MUSE-like": pipe_base}
+with jax.enable_x64(True):  # float64 chemistry tables, and distances from the redshift
+    pipe_base = make_pipeline(muse_like, templates, yields=BASE_YIELDS, options=options,
+                              **render_kw)
+    setups = {f"{BASE_YIELDS} + MUSE-like": pipe_base}
     if HAVE_TNG:
-        pipe_yields = eqx.tree_at(lambda p: p.chemistry, pipe_base,
-                                  make_chemistry("default", options=options))
-        setups["default + MUSE-like"] = pipe_yields
+        setups["default + MUSE-like"] = eqx.tree_at(
+            lambda p: p.chemistry.yields, pipe_base, load_yields("default")
+        )
     else:
         print("NOTE: the TNG yield tables are not in DIFFGAL_DATA_DIR, so the yield swap is "
-              "skipped (run `diffgal.fetch_tng_yields()` to get them).")
-    setups[f"{base_yields} + MaNGA-like"] = make_pipeline(manga_like, templates,
-                                                          chemistry=chem_base, **render_kw)
+              "skipped (`diffgal.fetch_tng_yields()` downloads them).")
+    setups[f"{BASE_YIELDS} + MaNGA-like"] = make_pipeline(
+        manga_like, templates, chemistry=pipe_base.chemistry, **render_kw
+    )
 for name, pipe in setups.items():
-    print(f"{name:>22}: yields {pipe.chemistry.yields.name!r} ({len(pipe.columns)} abundance "
-          f"columns), telescope {pipe.renderer.telescope.name} {pipe.renderer.telescope.shape}")
+    print(f"{name:>22}: yields {pipe.chemistry.yields.name!r}, telescope "
+          f"{pipe.renderer.telescope.name} {pipe.renderer.telescope.shape}, catalogue columns "
+          f"{', '.join(pipe.columns)}")
 
 # %% [markdown]
 # ## The mock galaxy and its observations
 #
-# One particle realisation makes the data and another is rendered by the model, as in a real
-# analysis where the model never has the galaxy's own particles. That is why the cube term
-# uses the default `normalisation="per_spaxel"`: it profiles out each spaxel's amplitude, so the
-# particle shot noise in each spaxel's mass does not enter. The abundance catalogue holds
-# `N_STARS` stars with 0.05 dex errors and known birth times, drawn from the truth's
-# star-formation history.
+# The data are made from one quasi-random particle realisation of a rotating disc
+# (`sampling="qmc"`): each particle gets its age from the SFH at its birth quantile and its
+# [M/H] from the ISM at its birth, so the mock cube has the particle shot noise of a
+# simulation. The likelihood uses another realisation, as a real analysis never has the
+# galaxy's own particles. By default (`cube_model="auto"`, which is `"expected"` for a galaxy
+# with birth quantiles) it renders the cube's *expectation* over the birth quantiles: every
+# particle carries the whole population spectrum of the SFH, Doppler-shifted by its velocity,
+# so the model has no age shot noise. The cube term profiles out each spaxel's amplitude
+# (`normalisation="per_spaxel"`, the default). The abundance catalogue holds `N_STARS` stars
+# with 0.05 dex errors and known birth times, drawn from the truth's star-formation history.
 #
 # For each set-up we render the truth cube and observe it (photon + sky noise, S/N 30 at the
 # centre, spaxels with S/N >= 3), predict the catalogue with that set-up's yields, build the
-# likelihood and take its gradient at the prior means, a fraction of a prior sigma from the
-# truth. The prior is left out (`prior=None`): it is the same for every set-up.
+# likelihood, and take its gradient at the prior means, a fraction of a prior sigma from the
+# truth. The prior is left out (`prior=None`): it is the same for every set-up. To split the
+# gradient into its two terms we also take it with every spaxel masked out (`eqx.tree_at` on
+# `cube.mask`), which leaves the abundance term alone; the likelihood keeps its structure, so
+# the compiled gradient is reused. (`make_likelihood(..., use=("abundances",))` builds an
+# abundance-only likelihood directly, at the price of another compile.)
 #
-# Each step is compiled once per set-up (the telescope and the yield tables fix the shapes);
-# in eager mode the chemistry would run op by op, far slower.
+# Each function is compiled once per set-up (the telescope and the yield tables fix the
+# shapes); in eager mode the chemistry would run op by op, far slower.
 
 # %%
 TRUTH = GalaxyParams(imf_slope=-2.4, log10_n_ia=-2.8, log10_tau_ia=-1.3, log10_sfe=-0.25,
@@ -187,73 +201,84 @@ AGE_GYR = 12.5
 
 
 @eqx.filter_jit
-def truth_cube(pipe, params, galaxy):
-    return pipe.cube(params, galaxy)
+def mock_observables(key, pipe, params, galaxy, birth_time):
+    """The noiseless particle cube of `galaxy` and a catalogue of stars born at `birth_time`."""
+    cube = pipe.cube(params, galaxy)
+    stars = observe_abundances(key, pipe, params, birth_time, galaxy.age_gyr, errors=0.05)
+    return cube, stars
 
 
 @eqx.filter_jit
 def grad_loglik(like, params):
+    """d log L / d params, as a `GalaxyParams` of derivatives."""
     return jax.grad(like)(params)
 
 
-observe_stars = eqx.filter_jit(observe_abundances)
-
-grads, info = {}, {}
-with jax.enable_x64(True):
+grads, ab_grads = {}, {}
+with jax.enable_x64(True):  # scoped float64 for the chemistry and the gradients
     truth = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), TRUTH)
     at = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), AT)
     keys = jax.random.split(jax.random.key(0), 5)
-    galaxy_data = make_mock_galaxy(keys[0], N_PARTICLES, age_gyr=AGE_GYR)
-    galaxy_fit = make_mock_galaxy(keys[1], N_PARTICLES, age_gyr=AGE_GYR)
-    birth = draw_birth_times(keys[2], pipe_base, truth, N_STARS, AGE_GYR)
+    galaxy_data = make_mock_galaxy(keys[0], N_PARTICLES, age_gyr=AGE_GYR, sampling="qmc")
+    galaxy_fit = make_mock_galaxy(keys[1], N_PARTICLES, age_gyr=AGE_GYR, sampling="qmc")
+    birth = eqx.filter_jit(draw_birth_times)(keys[2], pipe_base, truth, N_STARS, AGE_GYR)
     for name, pipe in setups.items():
         t0 = time.perf_counter()
-        cube = truth_cube(pipe, truth, galaxy_data)
-        obs = observe_cube(keys[3], cube, snr_centre=30.0, min_snr=3.0)
-        stars = observe_stars(keys[4], pipe, truth, birth, AGE_GYR, 0.05)
+        cube, stars = mock_observables(keys[3], pipe, truth, galaxy_data, birth)
+        obs = observe_cube(keys[4], cube, snr_centre=30.0, min_snr=3.0)
         like = make_likelihood(pipe, galaxy_fit, cube=obs, stars=stars, prior=None)
+        like_ab = eqx.tree_at(lambda lk: lk.cube.mask, like, jnp.zeros_like(obs.mask))
         grads[name] = np.asarray(grad_loglik(like, at).to_array())
-        info[name] = dict(spaxels=int(np.asarray(obs.mask).sum()), clamped=int(cube.n_clamped))
-        print(f"{name:>22}: {info[name]['spaxels']} spaxels x {pipe.renderer.telescope.n_wave} "
-              f"pixels and {stars.n_star} stars x {len(stars.columns)} columns; "
-              f"{info[name]['clamped']} of {N_PARTICLES} particles clamped to the template grid; "
+        ab_grads[name] = np.asarray(grad_loglik(like_ab, at).to_array())
+        print(f"{name:>22}: {int(np.asarray(obs.mask).sum())} spaxels x "
+              f"{pipe.renderer.telescope.n_wave} pixels, {stars.n_star} stars x "
+              f"{len(stars.columns)} abundances; {int(cube.n_clamped)} of {N_PARTICLES} "
+              f"particles of the mock clamped to the template grid; "
               f"{time.perf_counter() - t0:.1f} s")
 
 # %% [markdown]
 # ## How the gradients change
 #
-# The table lists d log L / dθ at the prior means for each set-up, and the last column the
-# direction of the truth (truth − evaluation point). The bar chart scales each gradient by the
-# parameter's prior sigma, d log L / d(θ/σ_prior), so the six bars are comparable.
+# The table lists d log L / dθ at the prior means, the joint value and its cube part (the
+# joint minus the abundance term's gradient), and in the last column the direction of the truth
+# from the evaluation point. The bar chart scales each gradient by the parameter's prior sigma,
+# σ_prior · ∂ log L/∂θ, so the six parameters are comparable.
 
 # %%
 names = list(grads)
-header = f"{'parameter':<18}" + "".join(f"{n:>24}" for n in names) + f"{'truth - at':>12}"
-print("gradient of the joint log-likelihood (cube + abundances) at the prior means")
-print(header)
+cube_grads = {n: grads[n] - ab_grads[n] for n in names}
+print("gradient of the joint log-likelihood at the prior means: joint (cube part)")
+print(f"{'parameter':<18}" + "".join(f"{n:>27}" for n in names) + f"{'truth - at':>12}")
 for i, p in enumerate(PARAM_NAMES):
     offset = float(getattr(TRUTH, p)) - float(getattr(AT, p))
-    print(f"{p:<18}" + "".join(f"{grads[n][i]:>24.4g}" for n in names) + f"{offset:>+12.3f}")
+    cells = "".join(f"{f'{grads[n][i]:.4g} ({cube_grads[n][i]:.3g})':>27}" for n in names)
+    print(f"{p:<18}{cells}{offset:>+12.3f}")
 
-base = grads[names[0]]
+
+def cosine(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+base = names[0]
 for n in names[1:]:
-    g = grads[n]
-    cosine = float(g @ base / (np.linalg.norm(g) * np.linalg.norm(base)))
-    print(f"cosine between the gradients of {names[0]!r} and {n!r}: {cosine:+.3f}")
+    print(f"{base!r} vs {n!r}: cosine of the joint gradients {cosine(grads[n], grads[base]):+.3f}"
+          f", of their cube parts {cosine(cube_grads[n], cube_grads[base]):+.3f}")
 
 sigma = np.asarray([DEFAULT_PRIOR[p][1] for p in PARAM_NAMES])
-fig, ax = plt.subplots(figsize=(8, 3.8), constrained_layout=True)
-width = 0.8 / len(names)
 x = np.arange(len(PARAM_NAMES))
-for k, n in enumerate(names):
-    scaled = grads[n] * sigma
-    ax.bar(x + (k - (len(names) - 1) / 2) * width, np.sign(scaled) * np.log10(1 + np.abs(scaled)),
-           width, label=n)
-ax.axhline(0.0, color="k", lw=0.6)
-ax.set_xticks(x, PARAM_NAMES, rotation=20, fontsize=8)
-ax.set_ylabel("sign · log10(1 + |σ_prior · ∂ log L/∂θ|)")
-ax.set_title(f"gradient of the joint log-likelihood at the prior means ({LABEL})", fontsize=9)
-ax.legend(fontsize=8)
+width = 0.8 / len(names)
+fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+for ax, values, title in ((axes[0], grads, "joint (cube + abundances)"),
+                          (axes[1], cube_grads, "cube part")):
+    for k, n in enumerate(names):
+        ax.bar(x + (k - (len(names) - 1) / 2) * width, values[n] * sigma, width, label=n)
+    ax.axhline(0.0, color="k", lw=0.6)
+    ax.set_xticks(x, PARAM_NAMES, rotation=25, fontsize=8)
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_title(title, fontsize=9)
+axes[0].set_ylabel("σ_prior · ∂ log L / ∂θ at the prior means")
+axes[0].legend(fontsize=8)
+fig.suptitle(f"gradients by set-up ({LABEL})", fontsize=9)
 fig.savefig(OUT / "gradients.png", dpi=110)
 plt.close("all")
 print(f"figures: {sorted(p.name for p in OUT.glob('*.png'))}; "

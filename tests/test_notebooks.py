@@ -17,6 +17,10 @@ EXPECTED = {
         "figures": {"white_light.png", "velocity_map.png", "spectra.png", "quicklook.png"},
         "text": ("FITS written: ifu_mock_disk.fits", "particles per spaxel"),
     },
+    "pipeline_swap": {
+        "figures": {"gradients.png"},
+        "text": ("gradient of the joint log-likelihood at the prior means", "MaNGA-like"),
+    },
 }
 
 

@@ -92,7 +92,7 @@ def _value_and_grad(likelihood: JointLikelihood):
 
 def laplace_hessian(
     likelihood: JointLikelihood, params: GalaxyParams, free: tuple[str, ...] = PARAM_NAMES,
-    rel_step: float = 2e-3, value_and_grad=None,
+    rel_step: float = 1e-2, value_and_grad=None,
 ) -> tuple[Array, Array]:
     """Gradient and Hessian of -log p over `free` at `params` (float64 when enabled).
 

@@ -275,7 +275,7 @@ class Pipeline(eqx.Module):
 
     def population(
         self, params: GalaxyParams, t_obs: float, history: ChemicalHistory | None = None,
-        n_quad: int = 512,
+        n_quad: int = 4096,
     ) -> tuple[Float[Array, " n_ssp"], Float[Array, ""]]:
         """SSP weights of the galaxy's whole stellar population, and the clamped fraction.
 
@@ -301,7 +301,7 @@ class Pipeline(eqx.Module):
         return weights, jnp.mean(out.astype(dtype))
 
     def cube_expected(self, params: GalaxyParams, galaxy: MockGalaxy,
-                      history: ChemicalHistory | None = None, n_quad: int = 512) -> IFUCube:
+                      history: ChemicalHistory | None = None, n_quad: int = 4096) -> IFUCube:
         """The cube's expectation over the particles' birth quantiles.
 
         Every particle of a [`MockGalaxy`][diffgal.galaxy.MockGalaxy] with birth quantiles

@@ -74,7 +74,8 @@ def galaxy():
 
 @pytest.fixture(scope="session")
 def truth_cube(pipeline, galaxy, truth):
-    return jax.jit(lambda m, p, g: m.cube(p, g))(pipeline, truth, galaxy)
+    # eager (the chemistry is compiled inside `history`): shares its op cache with other tests
+    return pipeline.cube(truth, galaxy)
 
 
 @pytest.fixture(scope="session")
