@@ -59,9 +59,10 @@ PLANCK15 = dict(h0=67.74, omega_m=0.3075, t_cmb_k=2.7255, n_eff=3.046, m_nu_ev=(
 
 def _omega_gamma0(h0, t_cmb_k):
     """Photon density parameter today: 4σT⁴/c³ over ρ_crit = 3H0²/(8πG)."""
-    h0_si = h0 * 1e3 / _MPC_M
-    rho_crit = 3.0 * h0_si**2 / (8.0 * math.pi * _G_SI)
-    return 4.0 * _SIGMA_SB * t_cmb_k**4 / _C_MS**3 / rho_crit
+    # Constants folded in Python float64 first: in float32, H0 in SI units squared (~5e-36) and
+    # 4σ/c³ (~1e-32) leave the safe range and the distances came out NaN.
+    k = 4.0 * _SIGMA_SB / _C_MS**3 * 8.0 * math.pi * _G_SI / 3.0 * (_MPC_M / 1e3) ** 2
+    return k * t_cmb_k**4 / h0**2
 
 
 def _inv_efunc_factory(h0, omega_m, t_cmb_k, n_eff, m_nu_ev):

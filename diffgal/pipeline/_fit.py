@@ -174,7 +174,7 @@ def fit(
     learning_rate: float = 0.05,
     patience: int = 25,
     tol: float = 1e-3,
-    newton_steps: int = 4,
+    newton_steps: int = 8,
     free: tuple[str, ...] = PARAM_NAMES,
     show_progress: bool = True,
     callback=None,
@@ -185,7 +185,9 @@ def fit(
        with a cosine-decayed learning rate, stopping early when -log p has not improved by
        `tol` for `patience` steps. A tqdm bar shows the loss.
     2. Up to `newton_steps` damped Newton steps in the physical parameters (backtracking, kept
-       inside the support), using the Hessian of [`laplace_hessian`][].
+       inside the support; Levenberg-Marquardt-shifted where the Hessian is not positive
+       definite), using the Hessian of [`laplace_hessian`][], until the Newton decrement is
+       below 1e-8.
     3. The Laplace covariance: the inverse of that Hessian at the optimum.
 
     **Arguments:**
@@ -293,16 +295,19 @@ def fit(
     fx = float(f_jit(x))
     g, hess = laplace_hessian(likelihood, GalaxyParams.from_array(x), free, value_and_grad=vg)
     for _ in range(newton_steps):
-        try:
-            chol = np.linalg.cholesky(np.asarray(hess, np.float64))
-        except np.linalg.LinAlgError:
-            break
-        delta = -np.linalg.solve(chol.T, np.linalg.solve(chol, np.asarray(g, np.float64)))
+        h = np.asarray(hess, np.float64)
+        eig, vec = np.linalg.eigh(h)
+        # Levenberg-Marquardt shift where the Hessian is not positive definite (far from the
+        # optimum the posterior need not be convex).
+        shift = 0.0 if eig[0] > 1e-12 * max(eig[-1], 1e-300) else 1.5 * abs(eig[0]) + 1e-6 * abs(
+            eig[-1])
+        gv = vec.T @ np.asarray(g, np.float64)
+        delta = -vec @ (gv / (eig + shift))
         decrement = float(-np.dot(np.asarray(g), delta))
-        if decrement < 1e-8:
+        if shift == 0.0 and decrement < 1e-8:
             break
         accepted = False
-        for damping in (1.0, 0.5, 0.25, 0.125):
+        for damping in (1.0, 0.5, 0.25, 0.125, 0.0625):
             x_try = np.asarray(x, np.float64).copy()
             x_try[idx] += damping * delta
             if np.any(x_try <= lo) or np.any(x_try >= hi):

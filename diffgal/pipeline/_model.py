@@ -317,13 +317,16 @@ class Pipeline(eqx.Module):
                 "`Pipeline.cube_expected`: the galaxy has fixed `birth_time`s, so its ages do not "
                 "follow the SFH; use `Pipeline.cube` (per-particle ages and [M/H])."
             )
-        weights, _ = self.population(params, galaxy.age_gyr, history, n_quad)
+        weights, clamped = self.population(params, galaxy.age_gyr, history, n_quad)
         renderer = population_renderer(self.renderer, weights)
         n = galaxy.n_star
         dtype = renderer.bank.dtype
         particles = StellarParticles(galaxy.position, galaxy.velocity, galaxy.mass,
                                      jnp.ones(n, dtype), jnp.zeros(n, dtype), metal_kind="MH")
-        return self.render(particles, renderer)
+        cube = self.render(particles, renderer)
+        # Report the population's clamped share as the expected number of clamped particles.
+        n_clamped = jnp.round(jax.lax.stop_gradient(clamped) * n).astype(cube.n_clamped.dtype)
+        return eqx.tree_at(lambda c: c.n_clamped, cube, n_clamped)
 
     def cube(self, params: GalaxyParams, galaxy: MockGalaxy,
              history: ChemicalHistory | None = None) -> IFUCube:

@@ -134,8 +134,8 @@ class CubeObservation(eqx.Module):
                 "noise with `diffgal.ifu.add_noise`, or build a `CubeObservation` with a "
                 "variance cube."
             )
-        var = np.asarray(cube.variance)
-        flux = np.asarray(cube.flux)
+        var = np.asarray(cube.variance, np.float64)
+        flux = np.asarray(cube.flux, np.float64)
         positive = np.all(var > 0, axis=-1)
         snr = np.mean(flux, -1) / np.sqrt(np.maximum(np.mean(var, -1), 1e-300))
         mask = np.asarray(cube.mask) & positive & (snr >= min_snr)
@@ -144,7 +144,8 @@ class CubeObservation(eqx.Module):
                 f"`CubeObservation.from_cube`: no spaxel has S/N >= {min_snr} and a positive "
                 "variance; lower `min_snr`."
             )
-        return cls(jnp.asarray(flux), jnp.asarray(var), jnp.asarray(mask))
+        dtype = cube.flux.dtype
+        return cls(jnp.asarray(flux, dtype), jnp.asarray(var, dtype), jnp.asarray(mask))
 
 
 def noise_model(snr_centre: float, flux_centre: float, sky_fraction: float = 0.1) -> PoissonNoise:
@@ -231,7 +232,9 @@ def cube_chi2(model_flux: Float[Array, "n_x n_y n_wave"], obs: CubeObservation,
             f"`cube_chi2`: the model cube has shape {model_flux.shape} but the observation has "
             f"{obs.flux.shape}; render with the observation's telescope."
         )
-    dtype = jnp.result_type(model_flux, obs.flux)
+    # Accumulate in the default float (float64 under x64) even for a float32 cube: χ² sums
+    # ~1e6 terms, and float32 sums made the Hessian of weakly constrained directions noise.
+    dtype = jnp.result_type(model_flux, obs.flux, float)
     m = model_flux.astype(dtype)
     d = obs.flux.astype(dtype)
     w = jnp.where(obs.mask[:, :, None], 1.0 / jnp.where(obs.mask[:, :, None], obs.variance, 1.0),
@@ -272,7 +275,7 @@ def cube_chi2_split(model_a: Float[Array, "n_x n_y n_wave"],
             f"`cube_chi2_split`: the model cubes have shapes {model_a.shape}, {model_b.shape} but "
             f"the observation has {obs.flux.shape}; render with the observation's telescope."
         )
-    dtype = jnp.result_type(model_a, obs.flux)
+    dtype = jnp.result_type(model_a, obs.flux, float)
     ma, mb = model_a.astype(dtype), model_b.astype(dtype)
     d = obs.flux.astype(dtype)
     w = jnp.where(obs.mask[:, :, None], 1.0 / jnp.where(obs.mask[:, :, None], obs.variance, 1.0),

@@ -45,6 +45,12 @@ DEFAULT_PRIOR: dict[str, tuple[float, float]] = {
 }
 
 
+def _as_array(x):
+    """Python numbers become JAX arrays (so `eqx.filter_jit` traces them instead of
+    recompiling for every value); arrays and tracers pass through."""
+    return jnp.asarray(x) if isinstance(x, (int, float, np.number)) else x
+
+
 @typing.final
 class GalaxyParams(eqx.Module):
     """The physical parameters of one galaxy model (all differentiable).
@@ -57,14 +63,17 @@ class GalaxyParams(eqx.Module):
     - `log10_sfe`: log10 star-formation efficiency [1/Gyr].
     - `log10_sfr_peak`: log10 peak time of the Gamma(2) star-formation history [Gyr].
     - `outflow_fraction`: x_out, share of stellar returns lost to the corona.
+
+    Python numbers are stored as JAX arrays (default float precision), so every field is a
+    differentiable leaf.
     """
 
-    imf_slope: Float[ArrayLike, ""] = -2.3
-    log10_n_ia: Float[ArrayLike, ""] = -2.89
-    log10_tau_ia: Float[ArrayLike, ""] = DEFAULT_LOG10_TAU_IA
-    log10_sfe: Float[ArrayLike, ""] = -0.3
-    log10_sfr_peak: Float[ArrayLike, ""] = 0.55
-    outflow_fraction: Float[ArrayLike, ""] = 0.5
+    imf_slope: Float[Array, ""] = eqx.field(default=-2.3, converter=_as_array)
+    log10_n_ia: Float[Array, ""] = eqx.field(default=-2.89, converter=_as_array)
+    log10_tau_ia: Float[Array, ""] = eqx.field(default=DEFAULT_LOG10_TAU_IA, converter=_as_array)
+    log10_sfe: Float[Array, ""] = eqx.field(default=-0.3, converter=_as_array)
+    log10_sfr_peak: Float[Array, ""] = eqx.field(default=0.55, converter=_as_array)
+    outflow_fraction: Float[Array, ""] = eqx.field(default=0.5, converter=_as_array)
 
     def to_array(self) -> Float[Array, " 6"]:
         """`(6,)` vector in the order of `PARAM_NAMES`."""
