@@ -141,6 +141,9 @@ for tel in (muse_like, manga_like):
 # The chemistry uses `GCEOptions.smooth()` (differentiable in every parameter) with its time
 # loop in one `lax.scan` (`scan_segments=1`): the same results as the default six segments, and
 # a several times shorter compile of the gradient, which dominates the few evaluations made here.
+# The cubes are rendered in float64 (`dtype`), so the cube's small share of the gradient is not
+# float32 rounding. The pipelines are built under `jax.enable_x64` too: the chemistry tables
+# and the distances computed from the redshift are then float64.
 
 # %%
 options = dataclasses.replace(GCEOptions.smooth(), scan_segments=1)
@@ -148,7 +151,7 @@ render_kw = dict(redshift=REDSHIFT, inclination_deg=60.0, position_angle_deg=30.
                  dtype=jnp.float64)
 BASE_YIELDS = "tng" if HAVE_TNG else "default"
 
-with jax.enable_x64(True):  # float64 chemistry tables, and distances from the redshift
+with jax.enable_x64(True):
     pipe_base = make_pipeline(muse_like, templates, yields=BASE_YIELDS, options=options,
                               **render_kw)
     setups = {f"{BASE_YIELDS} + MUSE-like": pipe_base}
@@ -283,3 +286,16 @@ fig.savefig(OUT / "gradients.png", dpi=110)
 plt.close("all")
 print(f"figures: {sorted(p.name for p in OUT.glob('*.png'))}; "
       f"{time.perf_counter() - START:.0f} s in all")
+
+# %% [markdown]
+# ## Reading the result
+#
+# - **Yield swap.** The catalogue's abundances and the particles' [M/H] both come from the
+#   yields, so the abundance term, which dominates the joint gradient here, changes most; the
+#   cube part changes only through [M/H] and keeps its direction.
+# - **Telescope swap.** The catalogue does not depend on the telescope, so only the cube part
+#   changes. The MaNGA-like cube samples other lines, at other pixel sizes, and weighs the
+#   parameters differently.
+# - In every set-up the cube part is largest for `log10_sfr_peak`: the spectra mainly constrain
+#   the ages, which the SFH sets. The IMF slope reaches the cube only through [M/H] (the
+#   templates are for a fixed IMF).

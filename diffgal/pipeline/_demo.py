@@ -52,7 +52,7 @@ class DemoConfig:
     def tiny(cls) -> DemoConfig:
         """For tests: a few thousand particles, an 8x8 cube of 200 pixels, 60 stars."""
         return cls(n_particles=3000, n_stars=60, n_spaxels=8, pixel_arcsec=1.2, n_wave=200,
-                   steps=15, min_snr=3.0)
+                   steps=150, min_snr=3.0)
 
 
 def demo_telescope(cfg: DemoConfig):
