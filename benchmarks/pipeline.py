@@ -43,6 +43,33 @@ def _time(fn, *args, repeats=5):
     return first - steady, steady
 
 
+def _measure(like, x, n, cfg, s, cube_model, repeats):
+    from diffgal.pipeline import GalaxyParams
+
+    @eqx.filter_jit
+    def loss_grad(like, x):
+        return jax.value_and_grad(lambda x: -like(GalaxyParams.from_array(x)))(x)
+
+    @eqx.filter_jit
+    def chem_grad(like, x):
+        def f(x):
+            p = GalaxyParams.from_array(x)
+            return like.pipeline.history(p, like.galaxy.age_gyr).ism_mass.sum()
+        return jax.value_and_grad(f)(x)
+
+    compile_s, steady_s = _time(loss_grad, like, x, repeats=repeats)
+    c_compile, c_steady = _time(chem_grad, like, x, repeats=repeats)
+    print(f"N={n:>9,d}  cube_model={cube_model:<9}  loss+grad {steady_s:8.3f} s  (compile "
+          f"{compile_s:6.1f} s)  chemistry-only grad {c_steady * 1e3:7.2f} ms  ratio "
+          f"{steady_s / c_steady:7.0f}", flush=True)
+    return dict(n_particles=n, cube_model=cube_model,
+                cube_shape=list(s["pipeline"].renderer.telescope.shape),
+                n_stars=cfg.n_stars, templates=s["template_label"],
+                compile_s=compile_s, loss_grad_s=steady_s,
+                chemistry_grad_s=c_steady, chemistry_compile_s=c_compile,
+                ratio_to_chemistry=steady_s / c_steady)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -52,7 +79,7 @@ def main(argv=None) -> int:
 
     import dataclasses
 
-    from diffgal.pipeline import GalaxyParams, make_likelihood
+    from diffgal.pipeline import make_likelihood
     from diffgal.pipeline._demo import DemoConfig, demo_setup
 
     rows = []
@@ -60,31 +87,12 @@ def main(argv=None) -> int:
         for n in args.n:
             cfg = dataclasses.replace(DemoConfig(), n_particles=n)
             s = demo_setup(0, cfg)
-            like = make_likelihood(s["pipeline"], s["galaxy_fit"], cube=s["obs"], stars=s["stars"])
             x = s["truth"].to_array()
+            for cube_model in ("expected", "particles"):
+                like = make_likelihood(s["pipeline"], s["galaxy_fit"], cube=s["obs"],
+                                       stars=s["stars"], cube_model=cube_model)
+                rows.append(_measure(like, x, n, cfg, s, cube_model, args.repeats))
 
-            @eqx.filter_jit
-            def loss_grad(like, x):
-                return jax.value_and_grad(lambda x: -like(GalaxyParams.from_array(x)))(x)
-
-            @eqx.filter_jit
-            def chem_grad(like, x):
-                def f(x):
-                    p = GalaxyParams.from_array(x)
-                    return like.pipeline.history(p, like.galaxy.age_gyr).ism_mass.sum()
-                return jax.value_and_grad(f)(x)
-
-            compile_s, steady_s = _time(loss_grad, like, x, repeats=args.repeats)
-            c_compile, c_steady = _time(chem_grad, like, x, repeats=args.repeats)
-            row = dict(n_particles=n, cube_shape=list(s["pipeline"].renderer.telescope.shape),
-                       n_stars=cfg.n_stars, templates=s["template_label"],
-                       compile_s=compile_s, loss_grad_s=steady_s,
-                       chemistry_grad_s=c_steady, chemistry_compile_s=c_compile,
-                       ratio_to_chemistry=steady_s / c_steady)
-            rows.append(row)
-            print(f"N={n:>9,d}  loss+grad {steady_s:8.3f} s  (compile {compile_s:6.1f} s)  "
-                  f"chemistry-only grad {c_steady * 1e3:7.2f} ms  ratio {steady_s / c_steady:7.0f}",
-                  flush=True)
     out = dict(
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         device=str(jax.devices()[0].device_kind),
