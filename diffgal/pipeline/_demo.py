@@ -259,7 +259,6 @@ def _plots(out, s, result, echo):
     import matplotlib.pyplot as plt
 
     pipe, cube, obs = s["pipeline"], s["cube"], s["obs"]
-    extent = None
     written = []
 
     def save(fig, name):
@@ -271,7 +270,7 @@ def _plots(out, s, result, echo):
     # White-light image of the observed cube.
     wl = np.asarray(jnp.sum(obs.flux, -1)) * 1.25
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    im = ax.imshow(np.log10(np.maximum(wl, wl.max() * 1e-4)).T, origin="lower", extent=extent)
+    im = ax.imshow(np.log10(np.maximum(wl, wl.max() * 1e-4)).T, origin="lower")
     ax.contour(np.asarray(obs.mask).T.astype(float), levels=[0.5], colors="w", linewidths=0.8)
     fig.colorbar(im, ax=ax, label=f"log10 white light [{cube.unit} Å]")
     ax.set_title("observed white-light image (contour: fitted spaxels)")

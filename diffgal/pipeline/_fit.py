@@ -16,6 +16,7 @@ from ._observe import JointLikelihood
 from ._params import (
     DEFAULT_PRIOR,
     PARAM_NAMES,
+    SUPPORT,
     GalaxyParams,
     check_support,
     from_unconstrained,
@@ -113,6 +114,13 @@ def laplace_hessian(
     return g0, 0.5 * (hess + hess.T)
 
 
+@eqx.filter_jit
+def _particle_cube_flux(pipe, params, galaxy):
+    # Module level, so one compilation serves every call of `shot_noise_covariance` (a lambda
+    # built inside it was a new function, and recompiled, on each call).
+    return pipe.cube(params, galaxy).flux
+
+
 def shot_noise_covariance(
     likelihood: JointLikelihood,
     result: FitResult,
@@ -141,10 +149,9 @@ def shot_noise_covariance(
     idx = _free_index(result.free)
     x = result.params.to_array()
     pipe = likelihood.pipeline
-    render = eqx.filter_jit(lambda pipe, p, g: pipe.cube(p, g).flux)
     grads = []
     for g in galaxies:
-        data = render(pipe, result.params, g).astype(likelihood.cube.flux.dtype)
+        data = _particle_cube_flux(pipe, result.params, g).astype(likelihood.cube.flux.dtype)
         like_k = eqx.tree_at(lambda lk: lk.cube.flux, likelihood, data)
         grads.append(np.asarray(_nlp_value_and_grad(like_k, x)[1])[idx])
     j = np.cov(np.stack(grads), rowvar=False)
@@ -289,8 +296,8 @@ def fit(
         return vg(x)[0]
 
     x = params.to_array()
-    lo = np.asarray([_support(n)[0] for n in PARAM_NAMES])
-    hi = np.asarray([_support(n)[1] for n in PARAM_NAMES])
+    lo = np.asarray([SUPPORT[n][0] for n in PARAM_NAMES])
+    hi = np.asarray([SUPPORT[n][1] for n in PARAM_NAMES])
     n_newton = 0
     fx = float(f_jit(x))
     g, hess = laplace_hessian(likelihood, GalaxyParams.from_array(x), free, value_and_grad=vg)
@@ -343,8 +350,3 @@ def fit(
 def from_unconstrained_array(z):
     return from_unconstrained(z).to_array()
 
-
-def _support(name):
-    from ._params import SUPPORT
-
-    return SUPPORT[name]

@@ -30,6 +30,7 @@ from ..chemistry import (
 from ..chemistry._solar import atomic_weights, metal_mask, solar_log_eps
 from ..galaxy._mock import MockGalaxy
 from ..ifu import IFUCube, IFURenderer, StellarParticles
+from ..ifu._render import _safe_log10_age
 from ..spectra import bilinear_weights
 from ._params import GalaxyParams
 
@@ -294,7 +295,7 @@ class Pipeline(eqx.Module):
         u = (jnp.arange(n_quad, dtype=dtype) + 0.5) / n_quad
         t = sfh_birth_times(self.chemistry.bound_sfh(params), u, t_obs)
         mh = metallicity_mh(history.ism_mass_at(t), self.elements)
-        log_age = jnp.log10(jnp.maximum(t_obs - t, jnp.finfo(dtype).tiny))
+        log_age = _safe_log10_age(t_obs - t)  # the renderer's own age rule
         r = self.renderer
         idx, w, out = jax.vmap(bilinear_weights, in_axes=(0, 0, None, None))(
             log_age, mh, r.log_age, r.metal

@@ -214,6 +214,12 @@ def abundance_loglik(predicted: Float[Array, "n_star n_col"], stars: AbundanceCa
 NORMALISATIONS = ("fixed", "per_spaxel")
 
 
+def _inverse_variance(obs: CubeObservation, dtype) -> Array:
+    """1 / variance in the masked spaxels, 0 elsewhere."""
+    used = obs.mask[:, :, None]
+    return jnp.where(used, 1.0 / jnp.where(used, obs.variance, 1.0), 0.0).astype(dtype)
+
+
 def cube_chi2(model_flux: Float[Array, "n_x n_y n_wave"], obs: CubeObservation,
               normalisation: str = "fixed") -> Array:
     """χ² = Σ_masked (d - a m)² / var.
@@ -237,8 +243,7 @@ def cube_chi2(model_flux: Float[Array, "n_x n_y n_wave"], obs: CubeObservation,
     dtype = jnp.result_type(model_flux, obs.flux, float)
     m = model_flux.astype(dtype)
     d = obs.flux.astype(dtype)
-    w = jnp.where(obs.mask[:, :, None], 1.0 / jnp.where(obs.mask[:, :, None], obs.variance, 1.0),
-                  0.0).astype(dtype)
+    w = _inverse_variance(obs, dtype)
     if normalisation == "fixed":
         return jnp.sum(w * (d - m) ** 2)
     sdd = jnp.sum(w * d * d, -1)
@@ -278,8 +283,7 @@ def cube_chi2_split(model_a: Float[Array, "n_x n_y n_wave"],
     dtype = jnp.result_type(model_a, obs.flux, float)
     ma, mb = model_a.astype(dtype), model_b.astype(dtype)
     d = obs.flux.astype(dtype)
-    w = jnp.where(obs.mask[:, :, None], 1.0 / jnp.where(obs.mask[:, :, None], obs.variance, 1.0),
-                  0.0).astype(dtype)
+    w = _inverse_variance(obs, dtype)
     if normalisation == "fixed":
         return jnp.sum(w * (d - ma) * (d - mb))
     sdd = jnp.sum(w * d * d, -1)
