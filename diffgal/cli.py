@@ -97,7 +97,60 @@ def _make_parser() -> argparse.ArgumentParser:
     )
     chem.set_defaults(run=_chemistry)
     _add_ifu_parser(commands)
+    _add_lagrangian_parser(commands)
     return parser
+
+
+def _add_lagrangian_parser(commands) -> None:
+    from diffgal.lagrangian._score import SYSTEMS
+
+    lag = commands.add_parser(
+        "lagrangian", help="Helmholtz metrics: is a second-order ODE Euler-Lagrange?"
+    )
+    sub = lag.add_subparsers(dest="lagrangian_command", required=True, metavar="LAGRANGIAN_COMMAND")
+    names = ", ".join(f"{name} ({text})" for name, (_, text) in SYSTEMS.items())
+    score = sub.add_parser(
+        "score",
+        help="fit a multiplier g to a test system's force and print the metric components",
+        description=(
+            "Sample points uniformly in a test system's default (t, q, v) box, train a multiplier "
+            "network g alone on the true force (learned-g Helmholtz metric) and print H = H1 + H2 "
+            "+ H3. H <= 1e-3 means Euler-Lagrange on that box; O(0.1-1) means no Lagrangian "
+            f"there. Systems: {names}."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    score.add_argument("--system", required=True, metavar="NAME",
+                       help=f"one of {', '.join(SYSTEMS)}")
+    score.add_argument("--steps", type=int, default=4000, help="Adam steps of the g fit")
+    score.add_argument("--points", type=int, default=4096, help="points sampled in the box")
+    score.add_argument("--seed", type=int, default=0, help="random seed")
+    score.add_argument(
+        "--signatures",
+        choices=("definite", "all"),
+        default="definite",
+        help="search positive-definite g only, or every signature (needed for the curl force)",
+    )
+    score.add_argument("--time-unit", default="system", metavar="UNIT",
+                       help="time unit of the metric: 'system' (the system's own units, the "
+                       "spec's convention), 'dynamical' (the force's dynamical time) or a number")
+    score.add_argument("--learned", action="store_true",
+                       help="also learn the force with a plain second-order neural ODE from "
+                       "noisy positions (kepler, damped, case4) and score the learned force")
+    score.add_argument("--noise", type=float, default=0.05,
+                       help="relative position noise of the trajectories (--learned)")
+    score.add_argument("--trajectories", type=int, default=1024,
+                       help="training trajectories (--learned)")
+    score.add_argument("--train-steps", type=int, default=6000,
+                       help="training steps of the neural ODE (--learned)")
+    score.add_argument("--x64", action=argparse.BooleanOptionalAction, default=False,
+                       help="compute in float64")
+    score.add_argument("--json", type=Path, default=None, metavar="PATH",
+                       help="write the result as JSON")
+    score.add_argument("--plot", type=Path, default=None, metavar="PATH",
+                       help="save the metric's training curve here")
+    score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    score.set_defaults(run=_lagrangian_score)
 
 
 def _add_ifu_parser(commands) -> None:
@@ -159,6 +212,142 @@ def _add_ifu_parser(commands) -> None:
     demo.add_argument("--seed", type=int, default=0, help="random seed of the mock and the start")
     demo.add_argument("--no-plots", action="store_true", help="skip the figures")
     demo.set_defaults(run=_demo)
+
+
+# --------------------------------------------------------------------------------------------
+# diffgal lagrangian
+
+
+def _lagrangian_score(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+
+    from diffgal.lagrangian._score import SYSTEMS, score_system
+
+    if args.system not in SYSTEMS:
+        raise _CLIError(
+            f"--system: unknown test system {args.system!r}; expected one of "
+            f"{', '.join(SYSTEMS)}."
+        )
+    if args.steps < 1 or args.points < 2:
+        raise _CLIError(f"need --steps >= 1 and --points >= 2; got {args.steps}, {args.points}.")
+    for path in (args.json, args.plot):
+        if path is not None:
+            _ensure_parent(path)
+    signatures = (0,) if args.signatures == "definite" else "all"
+    time_unit = _time_unit(args.time_unit)
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.learned:
+        from diffgal.lagrangian import EXPERIMENTS
+
+        if args.system not in EXPERIMENTS:
+            raise _CLIError(
+                f"--learned: no default experiment for {args.system!r}; use one of "
+                f"{', '.join(EXPERIMENTS)}."
+            )
+        if args.noise < 0 or args.trajectories < 2 or args.train_steps < 1:
+            raise _CLIError(
+                "--learned needs --noise >= 0, --trajectories >= 2 and --train-steps >= 1; got "
+                f"{args.noise}, {args.trajectories}, {args.train_steps}."
+            )
+    with jax.enable_x64(args.x64):
+        result = score_system(
+            args.system,
+            key=jax.random.key(args.seed),
+            n_points=args.points,
+            steps=args.steps,
+            signatures=signatures,
+            time_unit=time_unit,
+            show_progress=progress,
+        )
+        learned = _learned_score(args, progress) if args.learned else None
+    history = result.pop("history")
+    domain = result["domain"]
+    verdict = "Lagrangian" if result["lagrangian"] else "not Lagrangian"
+    print(f"system         {args.system}: {SYSTEMS[args.system][1]}")
+    print(f"known          {verdict}")
+    print(f"points         {result['n_points']} uniform in the default box ({result['dtype']})")
+    print(f"  t            [{domain['t'][0]:.3g}, {domain['t'][1]:.3g}]")
+    for label in ("q", "v"):
+        lo, hi = domain[label]
+        ranges = ", ".join(f"[{a:.3g}, {b:.3g}]" for a, b in zip(lo, hi, strict=True))
+        print(f"  {label}            {ranges}")
+    print(f"g fit          {result['steps']} Adam steps, signatures {args.signatures}, "
+          f"{result['wall_s']:.1f} s")
+    unit = result["time_unit"]
+    unit_text = "the system's own" if args.time_unit == "system" else f"{unit:.4g}"
+    print(f"time unit      {unit_text}" + (" (dynamical)" if args.time_unit == "dynamical" else ""))
+    print(f"H              {result['H']:.4g}   (start {result['H_initial']:.4g})")
+    for part in ("H1", "H2", "H3"):
+        print(f"{part}             {result[part]:.4g}")
+    if "analytic_max_residual" in result:
+        r1, r2, r3 = result["analytic_max_residual"]
+        print(f"analytic g     max |R1| {r1:.2g}, |R2| {r2:.2g}, |R3| {r3:.2g}")
+        median = np.asarray(result["learned_vs_analytic_median"])
+        print(f"learned vs analytic g (median, after scale alignment): diag "
+              f"{np.diag(median).round(4).tolist()}")
+    if learned is not None:
+        dyn = learned["dynamical"]
+        print(f"learned force  plain second-order neural ODE, {learned['n_train']} trajectories "
+              f"with {learned['noise']:.0%} position noise, {learned['steps']} steps "
+              f"({learned['train_s']:.0f} s)")
+        print(f"  held-out MSE {learned['heldout_mse']:.4g} (normalised), force error "
+              f"{learned['force_relative_rms_error']:.3g} (relative RMS)")
+        print(f"  H            {learned['H']:.4g}   (H1 {learned['H1']:.3g}, H2 "
+              f"{learned['H2']:.3g}, H3 {learned['H3']:.3g}; true force on the same points "
+              f"{learned['true_H']:.3g})")
+        print(f"  H, dynamical {dyn['H']:.4g}   (time unit {dyn['time_unit']:.3g}; true force "
+              f"{learned['true_dynamical']['H']:.3g})")
+        result["learned"] = learned
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot is not None:
+        _plot_metric_history(history, args.plot, f"{args.system}: learned-g Helmholtz metric")
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _time_unit(text: str):
+    if text == "system":
+        return None
+    if text == "dynamical":
+        return "dynamical"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise _CLIError(
+            f"--time-unit must be 'system', 'dynamical' or a positive number; got {text!r}."
+        )
+    return value
+
+
+def _learned_score(args: argparse.Namespace, progress: bool) -> dict:
+    import jax
+
+    from diffgal.lagrangian import learn_force, score_learned_force
+
+    key = jax.random.key(args.seed + 1)
+    learned = learn_force(key, args.system, n_train=args.trajectories, noise=args.noise,
+                          steps=args.train_steps, show_progress=progress)
+    return score_learned_force(learned, key=jax.random.fold_in(key, 7), metric_steps=args.steps,
+                               show_progress=progress)
+
+
+def _plot_metric_history(history, path: Path, title: str) -> None:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise _CLIError("--plot needs matplotlib: pip install 'diffgal[plot]'.") from None
+    fig = Figure(figsize=(5.0, 3.4), layout="constrained")
+    ax = fig.subplots()
+    ax.semilogy(history, linewidth=0.8)
+    ax.set_xlabel("Adam step")
+    ax.set_ylabel("mini-batch H")
+    ax.set_title(title)
+    fig.savefig(path, dpi=120)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,10 @@ EXPECTED = {
         "figures": {"white_light.png", "velocity_map.png", "spectra.png", "quicklook.png"},
         "text": ("FITS written: ifu_mock_disk.fits", "particles per spaxel"),
     },
+    "lagrangian_separation": {
+        "figures": {"metric_training.png", "separation.png"},
+        "text": ("separation (true F): case IV / max(Kepler, damped)", "separation (learned F)"),
+    },
     "pipeline_swap": {
         "figures": {"gradients.png"},
         "text": ("gradient of the joint log-likelihood at the prior means", "MaNGA-like"),

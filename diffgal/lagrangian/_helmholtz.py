@@ -848,6 +848,56 @@ def fit_multiplier(
     )
 
 
+@eqx.filter_jit
+def _rate_moments(force, ts, qs, vs):
+    def one(point):
+        jq, jv = jax.jacfwd(force, argnums=(1, 2))(*point)
+        return jnp.sum(jq**2), jnp.sum(jv**2)
+
+    jq2, jv2 = jax.lax.map(one, (ts, qs, vs), batch_size=min(1024, ts.shape[0]))
+    return jnp.mean(jq2), jnp.mean(jv2)
+
+
+def dynamical_time(
+    F: Force,
+    ts: Float[ArrayLike, " m"],
+    qs: Float[ArrayLike, "m n"],
+    vs: Float[ArrayLike, "m n"],
+) -> float:
+    """The force law's own time unit τ on the points: τ = 1/ω with
+    ω² = (mean ‖J_q‖²_F / n)^{1/2} + mean ‖J_v‖²_F / (4n).
+
+    ω² is the root-mean-square size of the terms of Φ = ½ D_t J_v − J_q − ¼ J_v², per dimension:
+    for the oscillator F = −ω₀² q it is ω₀², for the damped oscillator F = −k q − c v it is
+    about k + c²/4. Measuring time in units of τ makes the Helmholtz metric comparable between
+    systems with different time scales (see `helmholtz_metric(..., time_unit="dynamical")`).
+    """
+    ts, qs, vs = _as_points("dynamical_time", ts, qs, vs)
+    n = qs.shape[-1]
+    jq2, jv2 = _rate_moments(F, ts, qs, vs)
+    omega2 = float(jnp.sqrt(jq2 / n) + jv2 / (4 * n))
+    if not (np.isfinite(omega2) and omega2 > 0):
+        raise ValueError(
+            "`dynamical_time`: the force has zero (or non-finite) Jacobians on every point, so it "
+            f"defines no time scale (ω² = {omega2}); pass a number as `time_unit` instead."
+        )
+    return 1.0 / math.sqrt(omega2)
+
+
+def rescale_time(F: Force, points: Points, tau: float) -> tuple[Force, Points]:
+    """The force law and points in the time unit `tau`: t = τ t̃, so ṽ = τ v and
+    F̃(t̃, q, ṽ) = τ² F(τ t̃, q, ṽ/τ). The Helmholtz conditions are covariant under this map
+    (g̃ = g/τ), the metric's value is not (pitfall 5): H1 scales by τ⁴, H2 by τ², H3 by τ⁻²
+    before the soft clip."""
+    ts, qs, vs = points
+    tau = float(tau)
+
+    def scaled(t, q, v):
+        return tau**2 * F(tau * t, q, v / tau)
+
+    return scaled, (jnp.asarray(ts) / tau, jnp.asarray(qs), jnp.asarray(vs) * tau)
+
+
 def _all_concrete(*xs) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in xs)
 
@@ -868,8 +918,10 @@ class HelmholtzMetricResult(Mapping):
     - `by_signature`: `{signature: final H}` for every initial signature tried.
     - `steps`, `n_points`: the number of steps and of points scored.
     - `domain`: the box spanned by the points, `{"t": (lo, hi), "q": (lo, hi), "v": (lo, hi)}`
-      with per-component tuples for `q` and `v`. Report it with the value: the metric certifies
-      Euler-Lagrange-ness only there.
+      with per-component tuples for `q` and `v`, in the units given. Report it with the value:
+      the metric certifies Euler-Lagrange-ness only there.
+    - `time_unit`: the time unit τ the metric was computed in (1.0: the units given; `g` then
+      takes (t/τ, q, τ v)).
     """
 
     H: float
@@ -884,6 +936,7 @@ class HelmholtzMetricResult(Mapping):
     steps: int
     n_points: int
     domain: dict
+    time_unit: float = 1.0
 
     def __getitem__(self, key: str):
         if key not in self._keys():
@@ -903,7 +956,8 @@ class HelmholtzMetricResult(Mapping):
         return (
             f"HelmholtzMetricResult(H={self.H:.3g}, H1={self.H1:.3g}, H2={self.H2:.3g}, "
             f"H3={self.H3:.3g}, H_initial={self.H_initial:.3g}, signature={self.signature}, "
-            f"steps={self.steps}, n_points={self.n_points})"
+            f"steps={self.steps}, n_points={self.n_points}"
+            + (")" if self.time_unit == 1.0 else f", time_unit={self.time_unit:.3g})")
         )
 
 
@@ -924,6 +978,7 @@ def helmholtz_metric(
     weights: Sequence[float] = (1.0, 1.0, 1.0),
     clip: float | None = 10.0,
     signatures: Sequence[int] | str = (0,),
+    time_unit: float | str | None = None,
     show_progress: bool = False,
 ) -> HelmholtzMetricResult:
     """The learned-multiplier Helmholtz metric of a fixed force law on sample points.
@@ -960,6 +1015,14 @@ def helmholtz_metric(
       `signatures`: as in `fit_multiplier`. The default searches positive-definite g only;
       `signatures="all"` also searches indefinite multipliers (needed for the curl force, but
       it lowers case IV to ~0.04).
+    - `time_unit`: the unit of time the metric is computed in. `None` (default): the units of
+      `ts` as given (the spec's convention and the thresholds above). A number τ: time in units
+      of τ (`rescale_time`). `"dynamical"`: τ = `dynamical_time(F, ...)`, the force's own time
+      unit on these points, which makes values comparable between systems of different
+      frequencies: in the given units H1 grows like ω⁴, so a 1 % error in the Jacobian of a fast
+      oscillator (ω ≈ 5) scores like a 25 % error at ω = 1. The result's `time_unit` says which
+      τ was used; its `domain` is in the units given and its `g` is the multiplier of the
+      rescaled system (it takes (t/τ, q, τ v)).
     - `show_progress`: show a tqdm progress bar.
 
     **Returns:**
@@ -968,10 +1031,28 @@ def helmholtz_metric(
     `H3` as floats, the trained `g`, the loss `history` and the `domain`.
     """
     ts, qs, vs = _as_points("helmholtz_metric", ts, qs, vs)
+    points = (ts, qs, vs)
+    force = F
+    tau = 1.0
+    if time_unit is not None:
+        if isinstance(time_unit, str):
+            if time_unit != "dynamical":
+                raise ValueError(
+                    "`helmholtz_metric`: `time_unit` must be None, a positive number or "
+                    f"'dynamical'; got {time_unit!r}."
+                )
+            tau = dynamical_time(F, ts, qs, vs)
+        else:
+            tau = float(time_unit)
+            if not (math.isfinite(tau) and tau > 0):
+                raise ValueError(
+                    f"`helmholtz_metric`: a numeric `time_unit` must be finite and > 0; got {tau}."
+                )
+        force, points = rescale_time(F, points, tau)
     fit = fit_multiplier(
         key,
-        F,
-        (ts, qs, vs),
+        force,
+        points,
         steps=steps,
         lr=lr,
         lr_end=lr_end,
@@ -1003,6 +1084,7 @@ def helmholtz_metric(
         steps=int(steps),
         n_points=int(ts.shape[0]),
         domain=domain,
+        time_unit=tau,
     )
 
 

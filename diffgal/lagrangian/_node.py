@@ -200,10 +200,14 @@ class ForceMLP(eqx.Module):
     """An MLP force law F(t, q, v) -> q'' with input (t, q, v) of size 2n + 1.
 
     `use_time=False` multiplies the t input by 0 (an autonomous force law; spec §5's optional
-    t-suppression). Called as `force(t, q, v)` with scalar `t` and `q, v` of shape `(n,)`.
+    t-suppression). `linear_skip=True` adds a linear map of the same input, initialised at zero
+    (F = MLP(x) + A x + b): the network then represents linear forces (oscillators, linear
+    damping) exactly instead of through the curvature of its activations, which the Helmholtz
+    metric would score. Called as `force(t, q, v)` with scalar `t` and `q, v` of shape `(n,)`.
     """
 
     mlp: eqx.nn.MLP
+    linear: eqx.nn.Linear | None
     n: int = eqx.field(static=True)
     use_time: bool = eqx.field(static=True)
 
@@ -215,6 +219,7 @@ class ForceMLP(eqx.Module):
         depth: int = 1,
         activation: Callable = jax.nn.softplus,
         use_time: bool = True,
+        linear_skip: bool = False,
         key: PRNGKeyArray,
     ):
         if n < 1 or width < 1 or depth < 0:
@@ -223,13 +228,22 @@ class ForceMLP(eqx.Module):
                 f"depth={depth}."
             )
         self.mlp = eqx.nn.MLP(2 * n + 1, n, width, depth, activation=activation, key=key)
+        if linear_skip:
+            linear = eqx.nn.Linear(2 * n + 1, n, key=jax.random.fold_in(key, 1))
+            self.linear = eqx.tree_at(
+                lambda m: (m.weight, m.bias), linear, replace_fn=jnp.zeros_like
+            )
+        else:
+            self.linear = None
         self.n = n
         self.use_time = use_time
 
     def __call__(self, t, q, v):
         t = jnp.asarray(t, dtype=q.dtype)
         t = t if self.use_time else 0.0 * t
-        return self.mlp(jnp.concatenate([t[None], q, v]))
+        x = jnp.concatenate([t[None], q, v])
+        out = self.mlp(x)
+        return out if self.linear is None else out + self.linear(x)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -245,9 +259,9 @@ class NeuralSecondOrderODE(eqx.Module):
 
     - `n`: the configuration dimension.
     - `normaliser`: a `Normaliser` (see `fit_normaliser`); the identity if `None`.
-    - `width`, `depth`, `activation`, `use_time`: the force MLP (default one hidden layer of 16
-      softplus units, spec §5). Keep the activation smooth: the Helmholtz metric differentiates
-      F twice.
+    - `width`, `depth`, `activation`, `use_time`, `linear_skip`: the force MLP (default one
+      hidden layer of 16 softplus units, spec §5; see `ForceMLP`). Keep the activation smooth:
+      the Helmholtz metric differentiates F twice.
     - `v0_width`, `v0_depth`, `v0_activation`: the initial-velocity MLP (default [16, 16, 16]
       ReLU).
     - `n_v0_points`: how many leading positions the v0 net reads (default 1: q0 only, as in the
@@ -259,6 +273,12 @@ class NeuralSecondOrderODE(eqx.Module):
       first observation). With noisy positions, starting from the observation can make the
       data unfittable by the true force law (a 5 % error in r0 changes a Kepler orbit's period),
       which pushes F away from the truth; denoising the start avoids that.
+    - `initial_fit_degree`: if set (1 <= degree < `n_v0_points`), a least-squares polynomial of
+      this degree through the first positions gives the starting q0 and v0, and the networks
+      learn corrections to it (the v0 net, and the q0 net with `infer_q0`; their last layers
+      start at zero). The networks alone
+      must otherwise learn that linear estimator from noisy data; a ReLU MLP does it poorly,
+      and errors in v0 are absorbed by a distorted F.
     - `solver`, `rtol`, `atol`, `max_steps`: the diffrax solve (Tsit5 or Dopri5 with a
       `PIDController`; defaults 1e-6, 1e-6, 4096).
     - `key`: a JAX PRNG key.
@@ -274,6 +294,7 @@ class NeuralSecondOrderODE(eqx.Module):
     solver: diffrax.AbstractAdaptiveSolver
     n: int = eqx.field(static=True)
     n_v0_points: int = eqx.field(static=True)
+    initial_fit_degree: int | None = eqx.field(static=True)
     rtol: float = eqx.field(static=True)
     atol: float = eqx.field(static=True)
     max_steps: int = eqx.field(static=True)
@@ -288,11 +309,13 @@ class NeuralSecondOrderODE(eqx.Module):
         depth: int = 1,
         activation: Callable = jax.nn.softplus,
         use_time: bool = True,
+        linear_skip: bool = False,
         v0_width: int = 16,
         v0_depth: int = 3,
         v0_activation: Callable = jax.nn.relu,
         n_v0_points: int = 1,
         infer_q0: bool = False,
+        initial_fit_degree: int | None = None,
         solver: diffrax.AbstractAdaptiveSolver = diffrax.Tsit5(),
         rtol: float = 1e-6,
         atol: float = 1e-6,
@@ -304,6 +327,11 @@ class NeuralSecondOrderODE(eqx.Module):
         if n_v0_points < 1:
             raise ValueError(
                 f"`NeuralSecondOrderODE`: `n_v0_points` must be >= 1; got {n_v0_points}."
+            )
+        if initial_fit_degree is not None and not 1 <= initial_fit_degree < n_v0_points:
+            raise ValueError(
+                "`NeuralSecondOrderODE`: `initial_fit_degree` must be None or an int with "
+                f"1 <= degree < n_v0_points = {n_v0_points}; got {initial_fit_degree!r}."
             )
         if not isinstance(solver, diffrax.AbstractAdaptiveSolver):
             raise TypeError(
@@ -317,16 +345,25 @@ class NeuralSecondOrderODE(eqx.Module):
             )
         fkey, vkey, qkey = jax.random.split(key, 3)
         self.force = ForceMLP(
-            n, width=width, depth=depth, activation=activation, use_time=use_time, key=fkey
+            n,
+            width=width,
+            depth=depth,
+            activation=activation,
+            use_time=use_time,
+            linear_skip=linear_skip,
+            key=fkey,
         )
-        self.v0_net = eqx.nn.MLP(
+        last = lambda m: (m.layers[-1].weight, m.layers[-1].bias)
+        v0_net = eqx.nn.MLP(
             n * n_v0_points, n, v0_width, v0_depth, activation=v0_activation, key=vkey
         )
+        if initial_fit_degree is not None:  # a correction of the polynomial slope
+            v0_net = eqx.tree_at(last, v0_net, replace_fn=jnp.zeros_like)
+        self.v0_net = v0_net
         if infer_q0:
             q0_net = eqx.nn.MLP(
                 n * n_v0_points, n, v0_width, v0_depth, activation=v0_activation, key=qkey
             )
-            last = lambda m: (m.layers[-1].weight, m.layers[-1].bias)
             self.q0_net = eqx.tree_at(last, q0_net, replace_fn=jnp.zeros_like)
         else:
             self.q0_net = None
@@ -334,6 +371,7 @@ class NeuralSecondOrderODE(eqx.Module):
         self.solver = solver
         self.n = n
         self.n_v0_points = n_v0_points
+        self.initial_fit_degree = None if initial_fit_degree is None else int(initial_fit_degree)
         self.rtol = float(rtol)
         self.atol = float(atol)
         self.max_steps = int(max_steps)
@@ -343,11 +381,13 @@ class NeuralSecondOrderODE(eqx.Module):
             ("depth", depth),
             ("activation", _name(activation)),
             ("use_time", bool(use_time)),
+            ("linear_skip", bool(linear_skip)),
             ("v0_width", v0_width),
             ("v0_depth", v0_depth),
             ("v0_activation", _name(v0_activation)),
             ("n_v0_points", n_v0_points),
             ("infer_q0", bool(infer_q0)),
+            ("initial_fit_degree", self.initial_fit_degree),
             ("solver", type(solver).__name__),
             ("rtol", float(rtol)),
             ("atol", float(atol)),
@@ -357,15 +397,28 @@ class NeuralSecondOrderODE(eqx.Module):
     # -- normalised-coordinate pieces (used by training and the metric) -------------------------
 
     def initial_state(
-        self, qn_init: Float[Array, "k n"]
+        self, qn_init: Float[Array, "k n"], tn_init: Float[Array, " k"] | None = None
     ) -> tuple[Float[Array, " n"], Float[Array, " n"]]:
         """(q̃0, ṽ0) from the first `n_v0_points` normalised positions, shape `(k, n)`.
 
-        q̃0 is `qn_init[0]`, plus the `q0_net` correction when `infer_q0=True`.
+        Without `initial_fit_degree`: q̃0 is `qn_init[0]` (plus the `q0_net` correction when
+        `infer_q0=True`) and ṽ0 is `v0_net(qn_init)`. With it, a least-squares polynomial of
+        that degree is fitted to the positions at their normalised times `tn_init` (required
+        then); its value and slope at `tn_init[0]` start q̃0 and ṽ0, and the networks add
+        corrections (their last layers start at zero).
         """
         flat = qn_init.reshape(-1)
-        q0 = qn_init[0] if self.q0_net is None else qn_init[0] + self.q0_net(flat)
-        return q0, self.v0_net(flat)
+        if self.initial_fit_degree is None:
+            q_base, v_base = qn_init[0], 0.0
+        else:
+            if tn_init is None:
+                raise ValueError(
+                    "`initial_state`: a model with `initial_fit_degree` needs the times of the "
+                    "first positions (`tn_init`)."
+                )
+            q_base, v_base = _polyfit_start(tn_init, qn_init, self.initial_fit_degree)
+        q0 = q_base if self.q0_net is None else q_base + self.q0_net(flat)
+        return q0, v_base + self.v0_net(flat)
 
     def solve_normalised(
         self,
@@ -374,8 +427,8 @@ class NeuralSecondOrderODE(eqx.Module):
         *,
         throw: bool = True,
     ) -> SecondOrderSolution:
-        """Integrate in normalised coordinates from `initial_state(qn_init)`."""
-        q0, v0 = self.initial_state(qn_init)
+        """Integrate in normalised coordinates from `initial_state(qn_init, tn[:k])`."""
+        q0, v0 = self.initial_state(qn_init, tn[: self.n_v0_points])
         return solve_second_order(
             self.force,
             tn,
@@ -443,6 +496,16 @@ class NeuralSecondOrderODE(eqx.Module):
     def acceleration(self, t, q, v) -> Float[Array, " n"]:
         """The learned force law F(t, q, v) in physical coordinates."""
         return self.normaliser.force_from(self.force)(t, q, v)
+
+
+def _polyfit_start(tn, qn, degree: int):
+    """Value and slope at `tn[0]` of the least-squares polynomial of `degree` through (tn, qn)."""
+    dt = tn - tn[0]
+    scale = jnp.maximum(jnp.max(jnp.abs(dt)), jnp.finfo(dt.dtype).tiny)
+    x = dt / scale
+    design = x[:, None] ** jnp.arange(degree + 1)[None, :]
+    coef, *_ = jnp.linalg.lstsq(design, qn)
+    return coef[0], coef[1] / scale
 
 
 def _name(fn: Callable) -> str:

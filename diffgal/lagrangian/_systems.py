@@ -268,13 +268,41 @@ class KeplerPolar(AbstractSystem):
     **Arguments:**
 
     - `gm`: the gravitational parameter GM.
+    - `eccentricity`: `(mean, std, max)` of the clipped normal the initial eccentricities are
+      drawn from (the spec's `(0.5, 0.2, 0.8)` by default; `(0.05, 0.02, 0.1)` is its
+      near-circular LNODE experiment).
+    - `semi_latus_rectum`: `(mean, std)` of the normal the semi-latus rectum p is drawn from (its
+      absolute value; the spec's `(1, 0.1)` by default). p fixes the angular momentum
+      sqrt(GM p): with a narrow spread, φ' is nearly a function of r on every orbit, so data
+      barely constrain ∂F/∂φ' at fixed r, which the Helmholtz conditions need.
     """
 
     gm: Float[Array, ""]
     box: SamplingBox
+    eccentricity: tuple[float, float, float] = eqx.field(static=True)
+    semi_latus_rectum: tuple[float, float] = eqx.field(static=True)
     time_grid: tuple[float, float, int] = eqx.field(static=True)
 
-    def __init__(self, gm: float | Float[ArrayLike, ""] = math.pi**2 / 4):
+    def __init__(
+        self,
+        gm: float | Float[ArrayLike, ""] = math.pi**2 / 4,
+        eccentricity: tuple[float, float, float] = (0.5, 0.2, 0.8),
+        semi_latus_rectum: tuple[float, float] = (1.0, 0.1),
+    ):
+        p_mean, p_std = (float(x) for x in semi_latus_rectum)
+        if not (p_mean > 0 and p_std >= 0):
+            raise ValueError(
+                "`KeplerPolar`: `semi_latus_rectum` must be (mean, std) with mean > 0 and "
+                f"std >= 0; got {semi_latus_rectum!r}."
+            )
+        self.semi_latus_rectum = (p_mean, p_std)
+        mean, std, e_max = (float(x) for x in eccentricity)
+        if not (0.0 <= mean <= e_max < 1.0 and std >= 0.0):
+            raise ValueError(
+                "`KeplerPolar`: `eccentricity` must be (mean, std, max) with 0 <= mean <= max < 1 "
+                f"and std >= 0 (bound orbits); got {eccentricity!r}."
+            )
+        self.eccentricity = (mean, std, e_max)
         self.gm = jnp.asarray(gm, dtype=float)
         self.box = SamplingBox((0.0, 8.0), (0.5, -math.pi), (2.0, math.pi), (-0.5, 0.2), (0.5, 1.5))
         self.time_grid = (0.0, 8.0, 500)
@@ -289,8 +317,10 @@ class KeplerPolar(AbstractSystem):
 
     def sample_initial_conditions(self, key, n_traj):
         key_e, key_p, key_f = jax.random.split(key, 3)
-        e = jnp.clip(0.5 + 0.2 * jax.random.normal(key_e, (n_traj,)), 0.0, 0.8)
-        p = jnp.abs(1.0 + 0.1 * jax.random.normal(key_p, (n_traj,)))
+        mean, std, e_max = self.eccentricity
+        e = jnp.clip(mean + std * jax.random.normal(key_e, (n_traj,)), 0.0, e_max)
+        p_mean, p_std = self.semi_latus_rectum
+        p = jnp.abs(p_mean + p_std * jax.random.normal(key_p, (n_traj,)))
         f = jax.random.uniform(key_f, (n_traj,), minval=-math.pi, maxval=math.pi)
         r = p / (1.0 + e * jnp.cos(f))
         dr = jnp.sqrt(self.gm / p) * e * jnp.sin(f)

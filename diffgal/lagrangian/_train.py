@@ -9,8 +9,9 @@ Checkpoints are a one-line JSON header (format, model and training hyperparamete
 fingerprint, SHA-256 of the payload) followed by `eqx.tree_serialise_leaves` of
 (model, optimiser state, step, RNG key data, loss history). `resume=path` restores all of them
 and continues exactly where training stopped: the loss curve and the parameters equal those of an
-uninterrupted run. A corrupted, truncated or mismatched checkpoint raises `ValueError`; a missing
-one raises `FileNotFoundError`. Training never silently restarts from scratch.
+uninterrupted run. An interrupt (Ctrl-C) writes the checkpoint at the last finished step before it
+re-raises. A corrupted, truncated or mismatched checkpoint raises `ValueError`; a missing one
+raises `FileNotFoundError`. Training never silently restarts from scratch.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ _TRAIN_KEYS = (
     "batch_size",
     "lam",
     "learning_rate",
+    "learning_rate_end",
+    "decay_steps",
     "plateau_factor",
     "plateau_patience",
     "plateau_rtol",
@@ -250,6 +253,8 @@ class _StepOptions(typing.NamedTuple):
     g_metric_clip: float
     total_clip: float | None
     learning_rate: float
+    learning_rate_end: float | None
+    decay_steps: int | None
     plateau_factor: float
     plateau_patience: int
     plateau_rtol: float
@@ -268,6 +273,8 @@ def _train_step(params, opt_state, key, step, tn, qn, static, hp: _StepOptions):
         plateau_factor=hp.plateau_factor,
         plateau_patience=hp.plateau_patience,
         plateau_rtol=hp.plateau_rtol,
+        learning_rate_end=hp.learning_rate_end,
+        decay_steps=hp.decay_steps,
     )
     key, sub = jax.random.split(key)
     idx = jax.random.choice(sub, n_traj, (hp.batch,), replace=False)
@@ -320,6 +327,7 @@ def train_lnode(
     batch_size: int = 128,
     lam: float | None = None,
     learning_rate: float = 0.07,
+    learning_rate_end: float | None = None,
     plateau_factor: float = 0.5,
     plateau_patience: int = 2000,
     plateau_rtol: float = 1e-2,
@@ -351,6 +359,9 @@ def train_lnode(
     - `learning_rate`, `plateau_factor`, `plateau_patience`, `plateau_rtol`: `make_optimiser`
       (RAdam 0.07, factor 0.5, patience 2000, rtol 1e-2). The plateau is driven by L_H, or by
       L_R when λ = 0.
+    - `learning_rate_end`: if given, the learning rate decays by a cosine from `learning_rate`
+      to this value over `steps` (then `steps` is part of the run's settings and a resumed run
+      must ask for the same `steps`). Default `None`: constant, as the reference.
     - `curriculum_half`: s½ of the temporal curriculum r(s) (spec §5, default 1200); `None`
       uses the full series from the start.
     - `n_points`: points per trajectory at which L_H is evaluated (default all `n_time`, evenly
@@ -395,6 +406,8 @@ def train_lnode(
         "batch_size": batch,
         "lam": lam,
         "learning_rate": float(learning_rate),
+        "learning_rate_end": None if learning_rate_end is None else float(learning_rate_end),
+        "decay_steps": None if learning_rate_end is None else int(steps),
         "plateau_factor": float(plateau_factor),
         "plateau_patience": int(plateau_patience),
         "plateau_rtol": float(plateau_rtol),
@@ -411,6 +424,8 @@ def train_lnode(
         plateau_factor=plateau_factor,
         plateau_patience=plateau_patience,
         plateau_rtol=plateau_rtol,
+        learning_rate_end=config["learning_rate_end"],
+        decay_steps=config["decay_steps"],
     )  # `_train_step` rebuilds the same optimiser from `hp`
     params, static = eqx.partition(model, trainable_filter(model))
     opt_state = optimiser.init(params)
@@ -461,6 +476,8 @@ def train_lnode(
         g_metric_clip=float(g_metric_clip),
         total_clip=config["total_clip"],
         learning_rate=float(learning_rate),
+        learning_rate_end=config["learning_rate_end"],
+        decay_steps=config["decay_steps"],
         plateau_factor=float(plateau_factor),
         plateau_patience=int(plateau_patience),
         plateau_rtol=float(plateau_rtol),
@@ -496,17 +513,32 @@ def train_lnode(
     rows: list = []
     bar = tqdm(total=steps, initial=start, disable=not show_progress, desc="train_lnode")
     every = max(1, steps // 200)
-    for s in range(start, steps):
-        params, opt_state, key, row = _train_step(
-            params, opt_state, key, jnp.asarray(s), tn, qn, static, hp
-        )
-        rows.append(row)
-        bar.update(1)
-        if show_progress and (s + 1) % every == 0:
-            r = np.asarray(row)
-            bar.set_postfix(L_R=f"{r[1]:.3g}", L_H=f"{r[2]:.3g}", window=int(r[6]))
-        if checkpoint is not None and (s + 1) % checkpoint_every == 0:
-            save(s + 1, rows)
+    done = start
+    try:
+        for s in range(start, steps):
+            params, opt_state, key, row = _train_step(
+                params, opt_state, key, jnp.asarray(s), tn, qn, static, hp
+            )
+            rows.append(row)
+            done = s + 1
+            bar.update(1)
+            if show_progress and (s + 1) % every == 0:
+                r = np.asarray(row)
+                bar.set_postfix(L_R=f"{r[1]:.3g}", L_H=f"{r[2]:.3g}", window=int(r[6]))
+            if checkpoint is not None and (s + 1) % checkpoint_every == 0:
+                save(s + 1, rows)
+    except KeyboardInterrupt:
+        # No lost work: write the state after the last finished step, then stop as asked.
+        bar.close()
+        if checkpoint is not None and rows:
+            save(done, rows)
+            warnings.warn(
+                f"`train_lnode`: interrupted after step {done}; saved {str(checkpoint)!r}. "
+                "Resume with `resume=` that path and the same settings.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        raise
     bar.close()
     final_step = max(start, steps)
     if checkpoint is not None and final_step > start and final_step % checkpoint_every != 0:
