@@ -40,7 +40,7 @@ import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from ._helmholtz import helmholtz_metric
-from ._lnode import LagrangianNeuralODE
+from ._lnode import LagrangianNeuralODE, _node_of
 from ._node import NeuralSecondOrderODE, fit_normaliser
 from ._score import get_system
 from ._systems import AbstractSystem, Trajectories, simulate
@@ -119,10 +119,6 @@ class LearnedForce(typing.NamedTuple):
     history: dict
     train_s: float
     config: dict
-
-
-def _node(model) -> NeuralSecondOrderODE:
-    return model.node if isinstance(model, LagrangianNeuralODE) else model
 
 
 def learn_force(
@@ -262,7 +258,7 @@ def learn_force(
 def _predicted_points(model, ts, q_init):
     """(t, q, v) in physical coordinates on the model's trajectories from `q_init`, flattened,
     and the number of successful trajectories."""
-    node = _node(model)
+    node = _node_of(model)
     solve = eqx.filter_jit(jax.vmap(lambda q: node.trajectory(ts, q, throw=False)))
     sol = solve(jnp.asarray(q_init))
     ok = np.asarray(
@@ -313,7 +309,7 @@ def score_learned_force(
     same points.
     """
     model, system, k = learned.model, learned.system, learned.n_v0_points
-    node = _node(model)
+    node = _node_of(model)
     nz = node.normaliser
     ts = jnp.asarray(learned.train.ts, nz.q_scale.dtype)
     test_noisy = np.asarray(learned.test.qs_noisy)
