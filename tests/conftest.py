@@ -6,6 +6,7 @@ _FAKE_DEVICES = "--xla_force_host_platform_device_count=4"
 if _FAKE_DEVICES not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAKE_DEVICES}".strip()
 
+import gc  # noqa: E402
 import pathlib  # noqa: E402
 
 import jax  # noqa: E402
@@ -55,3 +56,16 @@ def reference_dir() -> pathlib.Path:
         "ChempyMulti reference data not found: set DIFFGAL_REFERENCE_DIR or provide "
         "shared/reference/chempy_tng/"
     )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_executables():
+    """Drop JAX's compiled executables after each test module.
+
+    A full run compiles thousands of XLA CPU executables; kept alive in one process they exhaust
+    the kernel's memory-map limit (`vm.max_map_count`, 65530 by default) and the next LLVM
+    compilation segfaults. Nothing is shared between modules, so clearing costs no recompiles.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
