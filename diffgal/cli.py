@@ -98,7 +98,76 @@ def _make_parser() -> argparse.ArgumentParser:
     chem.set_defaults(run=_chemistry)
     _add_ifu_parser(commands)
     _add_lagrangian_parser(commands)
+    _add_infer_parser(commands)
     return parser
+
+
+def _add_infer_parser(commands) -> None:
+    inf = commands.add_parser(
+        "infer", help="inference: simulate, train emulator/NPE, the sbi-chempy headline"
+    )
+    sub = inf.add_subparsers(dest="infer_command", required=True, metavar="INFER_COMMAND")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    head = sub.add_parser(
+        "headline",
+        help="global alpha_IMF and log10 N_Ia from a mock galaxy: methods a, b, c and MAP",
+        description=(
+            "Simulate the training set (faithful mode), train the emulator and the marginal NPE "
+            "(cached), draw a mock galaxy from the model and report the Gaussian product (a), "
+            "the factorised potential (b), hierarchical NUTS (c) and the joint MAP side by side "
+            "in OUT/summary.json."
+        ),
+        formatter_class=fmt,
+    )
+    head.add_argument("--stars", type=int, default=1000, help="stars in the mock galaxy")
+    head.add_argument("--seed", type=int, default=0, help="seed of the mock galaxy")
+    head.add_argument("--out", type=Path, required=True, help="output folder")
+    head.add_argument("--train-seed", type=int, default=0, help="seed of the training set")
+    head.add_argument("--n-train", type=int, default=100_000, help="training simulations")
+    head.add_argument("--cache", type=Path, default=None,
+                      help="folder for simulations and trained models (default OUT/cache)")
+    head.add_argument("--methods", default="a,b,c,map", help="comma-separated: a, b, c, map")
+    head.add_argument("--nuts-warmup", type=int, default=300, help="NUTS warm-up (method c)")
+    head.add_argument("--nuts-samples", type=int, default=300, help="NUTS draws (method c)")
+    head.add_argument("--map-steps", type=int, default=300, help="Adam steps of the MAP")
+    head.add_argument("--coverage-sets", type=int, default=0,
+                      help="independent mock galaxies for the 68%% coverage of a and b")
+    head.add_argument("--coverage-stars", type=int, default=100,
+                      help="stars per coverage galaxy")
+    head.add_argument("--data-dir", type=Path, default=None, help="diffgal data directory")
+    head.add_argument("--x64", action=argparse.BooleanOptionalAction, default=False,
+                      help="compute in float64")
+    head.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    head.set_defaults(run=_infer_headline)
+
+    sim = sub.add_parser(
+        "simulate", help="simulate a training set into HDF5 shards (resumable)",
+        formatter_class=fmt,
+    )
+    sim.add_argument("--n", type=int, required=True, help="number of runs")
+    sim.add_argument("--out", type=Path, required=True, help="output folder")
+    sim.add_argument("--seed", type=int, default=0, help="random seed")
+    sim.add_argument("--mode", choices=("faithful", "smooth"), default="faithful")
+    sim.add_argument("--yields", default="tng", help="yield set")
+    sim.add_argument("--shard-size", type=int, default=20_000, help="runs per shard")
+    sim.add_argument("--data-dir", type=Path, default=None, help="diffgal data directory")
+    sim.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sim.set_defaults(run=_infer_simulate)
+
+    train = sub.add_parser(
+        "train", help="train the emulator or an NPE on a simulated set (checkpointed)",
+        formatter_class=fmt,
+    )
+    train.add_argument("what", choices=("emulator", "npe", "npe-globals"))
+    train.add_argument("--sims", type=Path, required=True, help="folder from `infer simulate`")
+    train.add_argument("--out", type=Path, required=True, help="model file to write")
+    train.add_argument("--seed", type=int, default=0, help="random seed")
+    train.add_argument("--epochs", type=int, default=100, help="maximum epochs")
+    train.add_argument("--noise", type=float, default=0.05, help="NPE noise [dex]")
+    train.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.set_defaults(run=_infer_train)
 
 
 def _add_lagrangian_parser(commands) -> None:
@@ -352,6 +421,112 @@ def _plot_metric_history(history, path: Path, title: str) -> None:
 
 # --------------------------------------------------------------------------------------------
 # diffgal demo
+
+
+def _infer_headline(args: argparse.Namespace) -> int:
+    import jax
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    bad = [m for m in methods if m not in ("a", "b", "c", "map")]
+    if bad or not methods:
+        raise _CLIError(f"--methods: expected a comma-separated subset of a,b,c,map; got "
+                        f"{args.methods!r}.")
+    if args.stars < 1:
+        raise _CLIError(f"--stars: need at least 1 star; got {args.stars}.")
+    if args.out.exists() and not args.out.is_dir():
+        raise _CLIError(f"--out {str(args.out)!r} exists and is not a folder; pick another path.")
+    from diffgal.inference._headline import run_headline
+
+    previous = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", bool(args.x64))
+    try:
+        summary = run_headline(
+            args.out, stars=args.stars, seed=args.seed, train_seed=args.train_seed,
+            n_train=args.n_train, cache=args.cache, data_dir=args.data_dir, methods=methods,
+            nuts_warmup=args.nuts_warmup, nuts_samples=args.nuts_samples,
+            map_steps=args.map_steps, coverage_sets=args.coverage_sets,
+            coverage_stars=args.coverage_stars, show_progress=not args.no_progress,
+        )
+    except FileNotFoundError as error:
+        raise _CLIError(str(error)) from None
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    print(f"{'method':24s} {'alpha_IMF':>22s} {'log10 N_Ia':>22s} {'rho':>6s} {'wall s':>8s}")
+    for name, r in summary["methods"].items():
+        cells = [
+            f"{r[p]['mean']:.4f} +/- {r[p]['sigma']:.4f} ({r[p]['distance_sigma']:+.1f}s)"
+            for p in ("imf_slope", "log10_n_ia")
+        ]
+        print(f"{name:24s} {cells[0]:>22s} {cells[1]:>22s} {r['correlation']:6.2f} "
+              f"{r['wall_s']:8.1f}")
+    if summary["coverage"]:
+        for name, frac in summary["coverage"]["fraction"].items():
+            print(f"68% coverage {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in frac.items()))
+    print(f"wrote {args.out / 'summary.json'}")
+    return 0
+
+
+def _infer_simulate(args: argparse.Namespace) -> int:
+    import jax
+
+    from diffgal.inference import simulate_training_set
+
+    if args.n < 1 or args.shard_size < 1:
+        raise _CLIError(f"--n and --shard-size must be >= 1; got {args.n}, {args.shard_size}.")
+    try:
+        path = simulate_training_set(
+            jax.random.key(args.seed), args.out, args.n, mode=args.mode, yields=args.yields,
+            data_dir=args.data_dir, shard_size=args.shard_size,
+            show_progress=not args.no_progress,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        raise _CLIError(str(error)) from None
+    print(f"wrote {args.n} runs to {path}")
+    return 0
+
+
+def _infer_train(args: argparse.Namespace) -> int:
+    import jax
+
+    from diffgal.chemistry import CHEMPY_COLUMNS, SBI_CHEMPY_COLUMNS
+    from diffgal.inference import (
+        GLOBAL_NAMES,
+        fit_emulator,
+        load_training_set,
+        save_emulator,
+        save_posterior,
+        train_npe,
+    )
+
+    try:
+        sims = load_training_set(args.sims)
+    except (FileNotFoundError, ValueError) as error:
+        raise _CLIError(str(error)) from None
+    ckpt = args.out.with_name(args.out.name + ".ckpt")
+    if args.resume and not ckpt.is_file():
+        raise _CLIError(f"--resume: no checkpoint {str(ckpt)!r} to resume from.")
+    key = jax.random.key(args.seed)
+    progress = not args.no_progress
+    summary: dict[str, Any] = {"what": args.what, "n": int(sims.theta.shape[0])}
+    if args.what == "emulator":
+        fit = fit_emulator(key, sims.theta, sims.x, max_epochs=args.epochs, checkpoint=ckpt,
+                           resume=args.resume, show_progress=progress)
+        save_emulator(args.out, fit.emulator)
+        history = fit.history
+    else:
+        cols = [CHEMPY_COLUMNS.index(c) for c in SBI_CHEMPY_COLUMNS]
+        params = GLOBAL_NAMES if args.what == "npe-globals" else None
+        kwargs = {} if params is None else {"params": params}
+        fit = train_npe(key, sims.theta, sims.x[:, cols], noise=args.noise,
+                        max_epochs=args.epochs, checkpoint=ckpt, resume=args.resume,
+                        show_progress=progress, **kwargs)
+        save_posterior(args.out, fit.posterior)
+        history = fit.history
+    summary.update(best_epoch=history["best_epoch"], best_val=history["best_val"],
+                   seconds=history["seconds"])
+    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1))
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
