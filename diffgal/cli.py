@@ -169,6 +169,20 @@ def _add_infer_parser(commands) -> None:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(run=_infer_train)
 
+    diag = sub.add_parser(
+        "diagnose",
+        help="SBC, expected coverage and TARP of a trained NPE on held-out simulations",
+        formatter_class=fmt,
+    )
+    diag.add_argument("--posterior", type=Path, required=True, help="file from `infer train`")
+    diag.add_argument("--sims", type=Path, required=True,
+                      help="held-out set from `infer simulate` (not the training set)")
+    diag.add_argument("--out", type=Path, required=True, help="folder for JSON and plots")
+    diag.add_argument("--n", type=int, default=1000, help="held-out pairs to use")
+    diag.add_argument("--draws", type=int, default=1000, help="posterior draws per pair")
+    diag.add_argument("--seed", type=int, default=0, help="random seed")
+    diag.set_defaults(run=_infer_diagnose)
+
 
 def _add_lagrangian_parser(commands) -> None:
     from diffgal.lagrangian._score import SYSTEMS
@@ -526,6 +540,27 @@ def _infer_train(args: argparse.Namespace) -> int:
                    seconds=history["seconds"])
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _infer_diagnose(args: argparse.Namespace) -> int:
+    import jax
+
+    from diffgal.chemistry import CHEMPY_COLUMNS
+    from diffgal.inference import calibrate, load_posterior, load_training_set
+
+    if args.n < 1 or args.draws < 2:
+        raise _CLIError(f"need --n >= 1 and --draws >= 2; got {args.n}, {args.draws}.")
+    try:
+        posterior = load_posterior(args.posterior)
+        test = load_training_set(args.sims, n=args.n)
+    except (FileNotFoundError, ValueError) as error:
+        raise _CLIError(str(error)) from None
+    cols = [CHEMPY_COLUMNS.index(c) for c in posterior.x_columns]
+    report = calibrate(jax.random.key(args.seed), posterior, test.theta, test.x[:, cols],
+                       n_draws=args.draws, plots=args.out)
+    (args.out / "calibration.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
     return 0
 
 

@@ -13,6 +13,7 @@ from ._aggregate import (
     laplace_aggregate as laplace_aggregate,
     nuts_aggregate as nuts_aggregate,
 )
+from ._calibration import calibrate as calibrate
 from ._diagnostics import (
     CoverageResult as CoverageResult,
     SBCResult as SBCResult,

@@ -322,6 +322,8 @@ def train_npe(
         raise ValueError(f"`train_npe`: `noise` must be >= 0 dex; got {noise}.")
     dtype = jnp.asarray(0.0).dtype
     k_noise, k_flow, k_fit = jax.random.split(key, 3)
+    # Scalers of the noisy observations, from one noise draw; training draws fresh noise for
+    # every mini-batch (`augment`), so the flow cannot fit one noise realisation.
     x_noisy = x + noise * np.asarray(jax.random.normal(k_noise, x.shape, dtype))
     idx = [THETA_COLUMNS.index(p) for p in params]
     config = {
@@ -357,13 +359,19 @@ def train_npe(
     u_mean, u_std = u.mean(0), u.std(0)
     x_mean, x_std = x_noisy.mean(0), x_noisy.std(0)
     s = jnp.asarray((u - u_mean) / u_std, dtype)
-    xs = jnp.asarray((x_noisy - x_mean) / x_std, dtype)
+    x_clean = jnp.asarray(x, dtype)
+    xm, xsd = jnp.asarray(x_mean, dtype), jnp.asarray(x_std, dtype)
+
+    def augment(k, s_batch, x_batch):
+        noisy = x_batch + noise * jax.random.normal(k, x_batch.shape, x_batch.dtype)
+        return s_batch, (noisy - xm) / xsd
+
     t0 = time.perf_counter()
     flow_fit, history = fit_minibatch(
         k_fit,
         shell.flow,
         _nll,
-        (s, xs),
+        (s, x_clean),
         api="train_npe",
         learning_rate=learning_rate,
         learning_rate_end=learning_rate_end,
@@ -372,6 +380,7 @@ def train_npe(
         patience=int(patience),
         val_fraction=val_fraction,
         clip_norm=clip_norm,
+        augment=augment,
         settings={**config, "params": list(params), "x_columns": list(x_columns)},
         checkpoint=checkpoint,
         resume=resume,

@@ -37,20 +37,28 @@ def _split(model):
 
 
 @eqx.filter_jit
-def _epoch(params, static, opt_state, key, data, loss_fn, optimiser, batch_size, n_batches):
+def _epoch(
+    params, static, opt_state, key, data, loss_fn, optimiser, batch_size, n_batches, augment
+):
     n = data[0].shape[0]
-    perm = jax.random.permutation(key, n)[: n_batches * batch_size]
+    k_perm, k_aug = jax.random.split(key)
+    perm = jax.random.permutation(k_perm, n)[: n_batches * batch_size]
     batches = perm.reshape(n_batches, batch_size)
+    keys = jax.random.split(k_aug, n_batches)
 
-    def step(carry, idx):
+    def step(carry, inputs):
         params, opt_state = carry
-        loss, grads = eqx.filter_value_and_grad(
-            lambda p: loss_fn(eqx.combine(p, static), *(d[idx] for d in data))
-        )(params)
+        idx, k = inputs
+        batch = tuple(d[idx] for d in data)
+        if augment is not None:
+            batch = augment(k, *batch)
+        loss, grads = eqx.filter_value_and_grad(lambda p: loss_fn(eqx.combine(p, static), *batch))(
+            params
+        )
         updates, opt_state = optimiser.update(grads, opt_state, params)
         return (eqx.apply_updates(params, updates), opt_state), loss
 
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batches)
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (batches, keys))
     return params, opt_state, jnp.mean(losses)
 
 
@@ -85,6 +93,7 @@ def fit_minibatch(
     patience: int,
     val_fraction: float = 0.1,
     clip_norm: float | None = None,
+    augment: typing.Callable | None = None,
     settings: dict | None = None,
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
@@ -93,9 +102,11 @@ def fit_minibatch(
 ):
     """Minimise `mean loss_fn(model, *batch)` over mini-batches of `data` with Adam.
 
-    `loss_fn(model, *arrays)` returns the mean loss over the rows given. Returns
-    `(best_model, history)`. `settings` (JSON-able) is stored in the checkpoint and must match
-    on resume.
+    `loss_fn(model, *arrays)` returns the mean loss over the rows given. `augment(key, *batch)`,
+    if given, transforms each training mini-batch with a fresh key (for example fresh
+    observational noise every step, so that a flow cannot fit one noise realisation); the
+    validation rows get one fixed augmentation. Returns `(best_model, history)`. `settings`
+    (JSON-able) is stored in the checkpoint and must match on resume.
     """
     n = data[0].shape[0]
     if any(d.shape[0] != n for d in data):
@@ -110,6 +121,8 @@ def fit_minibatch(
     perm = jax.random.permutation(k_split, n)
     train = tuple(d[perm[n_val:]] for d in data)
     val = tuple(d[perm[:n_val]] for d in data)
+    if augment is not None:
+        val = tuple(augment(jax.random.fold_in(k_split, 1), *val))
     n_batches = (n - n_val) // batch_size
     if learning_rate_end is None:
         schedule = learning_rate
@@ -174,6 +187,7 @@ def fit_minibatch(
             optimiser,
             batch_size,
             n_batches,
+            augment,
         )
         val_loss = float(_evaluate(params, static, val, loss_fn, chunk))
         train_loss = float(train_loss)
