@@ -17,6 +17,10 @@ EXPECTED = {
         "figures": {"white_light.png", "velocity_map.png", "spectra.png", "quicklook.png"},
         "text": ("FITS written: ifu_mock_disk.fits", "particles per spaxel"),
     },
+    "inference_chain": {
+        "figures": {"sbc_ranks.png", "coverage.png", "tarp.png", "methods.png"},
+        "text": ("(a) Gaussian product", "(c) hierarchical NUTS", "SBC KS p-values"),
+    },
     "lagrangian_separation": {
         "figures": {"metric_training.png", "separation.png"},
         "text": ("separation (true F): case IV / max(Kepler, damped)", "separation (learned F)"),
