@@ -261,7 +261,7 @@ def train_npe(
     learning_rate_end: float | None = 1e-5,
     batch_size: int = 256,
     max_epochs: int = 100,
-    patience: int = 10,
+    patience: int = 30,
     val_fraction: float = 0.1,
     clip_norm: float | None = 5.0,
     checkpoint: str | os.PathLike | None = None,
