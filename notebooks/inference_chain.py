@@ -76,7 +76,8 @@ OUT = pathlib.Path(
 OUT.mkdir(parents=True, exist_ok=True)
 WORK = pathlib.Path(tempfile.mkdtemp(prefix="diffgal_inference_"))
 YIELDS = "tng" if available_yield_sets().get("tng") == "available" else "default"
-N_TRAIN, N_TEST = (3000, 600) if SMALL else (100_000, 10_000)
+N_TRAIN, N_TEST = (3000, 1000) if SMALL else (100_000, 10_000)
+SHARD = 1000 if SMALL else 20_000  # one shard shape: the model compiles once
 N_STARS = 25 if SMALL else 1000
 START = time.perf_counter()
 print(f"small run: {SMALL}; yields {YIELDS}; figures go to {OUT}")
@@ -93,10 +94,14 @@ prior = ChemistryPrior()
 key = jax.random.key(0)
 k_sim, k_test, k_emu, k_npe, k_cal, k_mock, k_agg, k_nuts = jax.random.split(key, 8)
 sims = load_training_set(
-    simulate_training_set(k_sim, WORK / "sims", N_TRAIN, yields=YIELDS, show_progress=False)
+    simulate_training_set(
+        k_sim, WORK / "sims", N_TRAIN, yields=YIELDS, shard_size=SHARD, show_progress=False
+    )
 )
 test = load_training_set(
-    simulate_training_set(k_test, WORK / "test", N_TEST, yields=YIELDS, show_progress=False)
+    simulate_training_set(
+        k_test, WORK / "test", N_TEST, yields=YIELDS, shard_size=SHARD, show_progress=False
+    )
 )
 print(f"{sims.theta.shape[0]} training runs ({sims.n_failed} rejected by the model)")
 

@@ -44,27 +44,27 @@ def test_prior_errors():
 
 def test_simulation_resumes_without_losing_shards(tmp_path):
     key = jax.random.key(3)
-    kwargs = dict(yields="default", shard_size=40, show_progress=False)
-    full = simulate_training_set(key, tmp_path / "full", 100, **kwargs)
+    kwargs = dict(yields="default", shard_size=40, show_progress=False)  # one shard shape
+    full = simulate_training_set(key, tmp_path / "full", 120, **kwargs)
     part = tmp_path / "part"
-    simulate_training_set(key, part, 100, **kwargs)
+    simulate_training_set(key, part, 120, **kwargs)
     # An interrupted run: the last shard is missing and a half-written temporary is left over.
     (part / "shard_00002.h5").unlink()
     (part / "shard_00002.h5.tmp").write_bytes(b"half")
     kept = (part / "shard_00000.h5").stat().st_mtime_ns
     with pytest.raises(ValueError, match="shard_00002.h5 .* missing or incomplete"):
         load_training_set(part)
-    simulate_training_set(key, part, 100, **kwargs)
+    simulate_training_set(key, part, 120, **kwargs)
     assert (part / "shard_00000.h5").stat().st_mtime_ns == kept  # finished shard untouched
     a, b = load_training_set(full), load_training_set(part)
     np.testing.assert_array_equal(a.theta, b.theta)
     np.testing.assert_array_equal(a.x, b.x)
-    assert a.theta.shape[0] + a.n_failed == 100 and a.x.shape[1] == 9
+    assert a.theta.shape[0] + a.n_failed == 120 and a.x.shape[1] == 9
     with h5py.File(full / "shard_00001.h5") as f:
         assert f["theta"].shape == (40, 6)
     # Another setting in the same folder is an error, not a silent mix.
     with pytest.raises(ValueError, match="other settings .*n_sims"):
-        simulate_training_set(key, part, 120, **kwargs)
+        simulate_training_set(key, part, 160, **kwargs)
     with pytest.raises(FileNotFoundError, match="has no manifest.json"):
         load_training_set(tmp_path / "nothing")
     with pytest.raises(ValueError, match="`n_sims` must be >= 1"):
