@@ -153,3 +153,41 @@ def test_npe_with_birth_time_never_leaves_the_support():
         train_npe(jax.random.key(0), np.where(theta > 12, 13.0, theta), x, show_progress=False)
     with pytest.raises(ValueError, match="`x` must have shape"):
         train_npe(jax.random.key(0), theta, x[:, :7], show_progress=False)
+
+
+def test_float32_main_path():
+    """The headline runs in float32: emulator, NPE, per-star draws and the Gaussian product."""
+    from diffgal.inference import gaussian_fit, gaussian_product
+
+    with jax.enable_x64(False):
+        prior = ChemistryPrior()
+        theta = np.asarray(prior.sample(jax.random.key(0), (3000,)))
+        x = _smooth_target(theta).astype(np.float32)
+        emu = fit_emulator(jax.random.key(1), theta, x, width_sizes=(32, 32), max_epochs=15,
+                           batch_size=128, show_progress=False).emulator
+        pred = emu(theta[:500])
+        assert pred.dtype == jnp.float32
+        assert np.median(np.abs(np.asarray(pred) - x[:500])) < 0.02
+        # Informative observables (x = B Lambda + noise) so 20 stars combine to a proper posterior.
+        b = np.linspace(-1.0, 1.0, 16).reshape(8, 2) + np.eye(8, 2)
+        x_lin = (theta[:, :2] @ b.T).astype(np.float32)
+        post = train_npe(jax.random.key(2), theta, x_lin, params=GLOBAL_NAMES, noise=0.2,
+                         flow_layers=2, nn_width=16, max_epochs=30, show_progress=False).posterior
+        lam = np.array([-2.3, -2.89])
+        noise = 0.2 * np.asarray(jax.random.normal(jax.random.key(4), (20, 8)))
+        stars = (lam @ b.T + noise).astype(np.float32)  # 20 stars sharing one Lambda
+        draws = post.sample_per_star(jax.random.key(3), 200, stars)
+        assert draws.dtype == jnp.float32 and np.isfinite(np.asarray(draws)).all()
+        means, covs = gaussian_fit(draws)
+        g = gaussian_product(means, covs, prior.loc[:2].astype(jnp.float32),
+                             jnp.diag(prior.scale[:2] ** 2).astype(jnp.float32))
+        assert g.mean.dtype == jnp.float32 and np.isfinite(np.asarray(g.cov)).all()
+        # Each star's draws against its exact conjugate posterior (a short float32 training).
+        var_p = np.asarray(prior.scale[:2], float) ** 2
+        cov1 = np.linalg.inv(np.diag(1 / var_p) + b.T @ b / 0.2**2)
+        mean1 = (cov1 @ (np.asarray(prior.loc[:2], float) / var_p + stars @ b / 0.2**2).T).T
+        sd1 = np.sqrt(np.diag(cov1))
+        d = np.asarray(draws, float)
+        assert np.median(np.abs(d.mean(1) - mean1) / sd1) < 0.5
+        np.testing.assert_allclose(np.median(d.std(1), 0), sd1, rtol=0.3)
+    assert jax.config.read("jax_enable_x64")
