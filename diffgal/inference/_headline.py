@@ -115,6 +115,7 @@ def _entry(mean, cov, seconds, truth, extra=None) -> dict:
             "mean": float(mean[i]),
             "sigma": float(sd[i]),
             "distance_sigma": float((mean[i] - truth[i]) / sd[i]),
+            "wall_s": float(seconds),  # the method's wall time (one run gives both globals)
         }
     # The truth's Mahalanobis distance in the 2-D Gaussian summary.
     d = mean - np.asarray(truth)
