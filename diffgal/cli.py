@@ -183,6 +183,31 @@ def _add_infer_parser(commands) -> None:
     diag.add_argument("--seed", type=int, default=0, help="random seed")
     diag.set_defaults(run=_infer_diagnose)
 
+    post = sub.add_parser(
+        "posterior", help="draw posterior samples for every star of a table", formatter_class=fmt
+    )
+    post.add_argument("--posterior", type=Path, required=True, help="file from `infer train`")
+    post.add_argument("--stars", type=Path, required=True,
+                      help="star table: CSV with a header naming the 8 abundance columns, or "
+                      ".npy / .npz (x_obs)")
+    post.add_argument("--out", type=Path, required=True, help="output .npz (draws, summary)")
+    post.add_argument("--draws", type=int, default=1000, help="draws per star")
+    post.add_argument("--seed", type=int, default=0, help="random seed")
+    post.set_defaults(run=_infer_posterior)
+
+    agg = sub.add_parser(
+        "aggregate",
+        help="combine a star table into the posterior of alpha_IMF and log10 N_Ia (a and b)",
+        formatter_class=fmt,
+    )
+    agg.add_argument("--posterior", type=Path, required=True,
+                     help="marginal NPE of the globals (`infer train npe-globals`)")
+    agg.add_argument("--stars", type=Path, required=True, help="star table (as for posterior)")
+    agg.add_argument("--out", type=Path, required=True, help="folder for summary.json")
+    agg.add_argument("--no-nuts", action="store_true", help="skip NUTS on the 2-D potential")
+    agg.add_argument("--seed", type=int, default=0, help="random seed")
+    agg.set_defaults(run=_infer_aggregate)
+
 
 def _add_lagrangian_parser(commands) -> None:
     from diffgal.lagrangian._score import SYSTEMS
@@ -561,6 +586,59 @@ def _infer_diagnose(args: argparse.Namespace) -> int:
                        n_draws=args.draws, plots=args.out)
     (args.out / "calibration.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
+    return 0
+
+
+def _read_posterior_and_stars(args):
+    from diffgal.inference import load_posterior, read_star_table
+
+    try:
+        x_obs = read_star_table(args.stars)
+        posterior = load_posterior(args.posterior)
+    except (FileNotFoundError, ValueError) as error:
+        raise _CLIError(str(error)) from None
+    return posterior, x_obs
+
+
+def _infer_posterior(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+
+    if args.draws < 2:
+        raise _CLIError(f"--draws: need at least 2; got {args.draws}.")
+    posterior, x_obs = _read_posterior_and_stars(args)
+    draws = np.asarray(posterior.sample_per_star(jax.random.key(args.seed), args.draws,
+                                                 x_obs.astype(posterior.u_mean.dtype)))
+    _ensure_parent(args.out)
+    np.savez(args.out, draws=draws, params=np.array(posterior.params),
+             mean=draws.mean(1), sd=draws.std(1))
+    print(f"{draws.shape[0]} stars x {args.draws} draws of {', '.join(posterior.params)} "
+          f"-> {args.out}")
+    for name, m, s in zip(posterior.params, draws.mean((0, 1)), draws.std(1).mean(0),
+                          strict=True):
+        print(f"  {name:18s} mean over stars {m:8.4f}   typical sd {s:.4f}")
+    return 0
+
+
+def _infer_aggregate(args: argparse.Namespace) -> int:
+    import jax
+
+    from diffgal.inference import aggregate_stars
+
+    posterior, x_obs = _read_posterior_and_stars(args)
+    try:
+        results = aggregate_stars(jax.random.key(args.seed), posterior, x_obs,
+                                  nuts=not args.no_nuts)
+    except ValueError as error:
+        raise _CLIError(str(error)) from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = {"n_stars": int(x_obs.shape[0]), "methods": results}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    for name, r in results.items():
+        cells = [f"{r[p]['mean']:.4f} +/- {r[p]['sigma']:.4f}" for p in ("imf_slope",
+                                                                          "log10_n_ia")]
+        print(f"{name:24s} alpha_IMF {cells[0]:>18s}   log10 N_Ia {cells[1]:>18s}")
+    print(f"wrote {args.out / 'summary.json'}")
     return 0
 
 

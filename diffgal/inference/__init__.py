@@ -38,11 +38,17 @@ from ._emulator import (
     load_emulator as load_emulator,
     save_emulator as save_emulator,
 )
+from ._headline import (
+    aggregate_stars as aggregate_stars,
+    mock_stars as mock_stars,
+    run_headline as run_headline,
+)
 from ._hierarchical import (
     GlobalPosterior as GlobalPosterior,
     check_observations as check_observations,
     hierarchical_nuts as hierarchical_nuts,
     map_fit as map_fit,
+    read_star_table as read_star_table,
 )
 from ._npe import (
     NPEFit as NPEFit,

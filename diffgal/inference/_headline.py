@@ -48,7 +48,7 @@ from ._npe import load_posterior, save_posterior, train_npe
 from ._prior import GLOBAL_NAMES, ChemistryPrior
 from ._simulate import load_training_set, simulate_training_set
 
-__all__ = ["TRUTH", "mock_stars", "run_headline"]
+__all__ = ["TRUTH", "aggregate_stars", "mock_stars", "run_headline"]
 
 #: sbi-chempy's mock truth for (alpha_IMF, log10 N_Ia).
 TRUTH: tuple[float, float] = (-2.3, -2.89)
@@ -102,7 +102,8 @@ def mock_stars(
     return x, theta
 
 
-def _entry(mean, cov, seconds, truth, extra=None) -> dict:
+def _entry(mean, cov, seconds, truth=None, extra=None) -> dict:
+    """A JSON entry for one method; `truth=None` for real data (no distances)."""
     mean, cov = np.asarray(mean, float), np.asarray(cov, float)
     sd = np.sqrt(np.diag(cov))
     out = {
@@ -110,19 +111,37 @@ def _entry(mean, cov, seconds, truth, extra=None) -> dict:
         "correlation": float(cov[0, 1] / (sd[0] * sd[1])),
     }
     for i, name in enumerate(GLOBAL_NAMES):
-        out[name] = {
-            "truth": float(truth[i]),
-            "mean": float(mean[i]),
-            "sigma": float(sd[i]),
-            "distance_sigma": float((mean[i] - truth[i]) / sd[i]),
-            "wall_s": float(seconds),  # the method's wall time (one run gives both globals)
-        }
-    # The truth's Mahalanobis distance in the 2-D Gaussian summary.
-    d = mean - np.asarray(truth)
-    out["mahalanobis"] = float(np.sqrt(d @ np.linalg.solve(cov, d)))
+        out[name] = {"mean": float(mean[i]), "sigma": float(sd[i]), "wall_s": float(seconds)}
+        if truth is not None:
+            out[name]["truth"] = float(truth[i])
+            out[name]["distance_sigma"] = float((mean[i] - truth[i]) / sd[i])
+    if truth is not None:
+        # The truth's Mahalanobis distance in the 2-D Gaussian summary.
+        d = mean - np.asarray(truth)
+        out["mahalanobis"] = float(np.sqrt(d @ np.linalg.solve(cov, d)))
     if extra:
         out.update(extra)
     return out
+
+
+def aggregate_stars(key, posterior, x_obs, *, prior=None, n_draws=1000, nuts=True,
+                    nuts_samples=500) -> dict:
+    """Methods (a), compat and (b) for a star table with a marginal NPE of the globals.
+
+    Returns `{method: entry}` with mean, sigma, correlation and wall time per global.
+    """
+    from ._hierarchical import check_observations
+
+    if tuple(posterior.params) != GLOBAL_NAMES:
+        raise ValueError(
+            f"`aggregate_stars`: `posterior` must be the marginal NPE of {GLOBAL_NAMES} "
+            f"(`train_npe(..., params=GLOBAL_NAMES)`); got one of {posterior.params}."
+        )
+    x_obs = check_observations("aggregate_stars", x_obs, len(posterior.x_columns))
+    prior = posterior.prior if prior is None else prior
+    agg = _aggregate_npe(key, posterior, x_obs, prior, n_draws=n_draws, nuts=nuts,
+                         nuts_samples=nuts_samples)
+    return {name: _entry(*v[:3], None, v[3] if len(v) > 3 else None) for name, v in agg.items()}
 
 
 def _prior_globals(prior: ChemistryPrior):

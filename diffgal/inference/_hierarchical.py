@@ -33,7 +33,13 @@ from ..chemistry._compat import _chempy_batch
 from ._emulator import Emulator
 from ._prior import GLOBAL_NAMES, ChemistryPrior
 
-__all__ = ["GlobalPosterior", "check_observations", "hierarchical_nuts", "map_fit"]
+__all__ = [
+    "GlobalPosterior",
+    "check_observations",
+    "hierarchical_nuts",
+    "map_fit",
+    "read_star_table",
+]
 
 
 class GlobalPosterior(typing.NamedTuple):
@@ -353,3 +359,46 @@ def map_fit(
         "loss_drop_last_10pct": losses[int(0.9 * steps)] - losses[-1],
     }
     return GlobalPosterior(np.asarray(lam), cov, None, seconds, info)
+
+
+def read_star_table(path, columns: typing.Sequence[str] = SBI_CHEMPY_COLUMNS) -> np.ndarray:
+    """Read observed abundances `(n_star, len(columns))` from a CSV, `.npy` or `.npz` file.
+
+    - CSV: a header row naming the columns (any order, extra columns ignored), e.g.
+      `[C/Fe],[Fe/H],[He/Fe],[Mg/Fe],[N/Fe],[Ne/Fe],[O/Fe],[Si/Fe]`; empty cells read as NaN.
+    - `.npy`: an array whose columns are `columns` in order; `.npz`: the same under `x_obs`.
+
+    Missing columns, a wrong column count, NaN entries and an empty table raise `ValueError`
+    (missing-data policy: stars with missing abundances must be dropped before inference).
+    """
+    import pathlib
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"`read_star_table`: {str(path)!r} does not exist.")
+    if path.suffix == ".npy":
+        table = np.load(path)
+    elif path.suffix == ".npz":
+        with np.load(path) as f:
+            if "x_obs" not in f:
+                raise ValueError(
+                    f"`read_star_table`: {str(path)!r} has no `x_obs` array (found "
+                    f"{sorted(f.files)})."
+                )
+            table = f["x_obs"]
+    else:
+        with open(path) as f:
+            header = [h.strip() for h in f.readline().strip().split(",")]
+            has_rows = any(line.strip() for line in f)
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise ValueError(
+                f"`read_star_table`: {str(path)!r} lacks the columns {missing}; its header is "
+                f"{header}. Name the columns {', '.join(columns)} in the first row."
+            )
+        if has_rows:
+            data = np.genfromtxt(path, delimiter=",", skip_header=1, dtype=float, ndmin=2)
+        else:
+            data = np.zeros((0, len(header)))
+        table = data[:, [header.index(c) for c in columns]]
+    return check_observations("read_star_table", table, len(columns))
