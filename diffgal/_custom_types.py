@@ -52,4 +52,10 @@ DIMENSIONS: dict[str, str] = {
     "n_met": "metallicities ([M/H]) of an SSP template grid",
     "n_mass": "stellar masses of a yield table or IMF grid",
     "n_bin": "mass bins of an SSP (one per yield-table mass inside a channel)",
+    "n_param": "inferred parameters of a posterior",
+    "n_global": "global parameters shared by all stars (alpha_IMF, log10 N_Ia)",
+    "n_obs": "observed abundance columns of a star (8 in sbi-chempy's setup)",
+    "n_pair": "held-out (theta, x) pairs of a calibration test",
+    "n_draw": "posterior draws per observation",
+    "n_level": "credibility levels of a coverage test",
 }
