@@ -36,6 +36,9 @@ import time
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _machine import cpu_model as _cpu_model  # noqa: E402
+
 REPO_ROOT = HERE.parent
 
 #: CHEMPY (ChempyMulti, TNG configuration) on a 2-core x86 CPU, Python 3.11: spec §11.
@@ -277,16 +280,6 @@ def run_worker(
 # ------------------------------------------------------------------------------------------------
 # Driver
 # ------------------------------------------------------------------------------------------------
-
-
-def _cpu_model() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _row(rows, name, batch):

@@ -42,6 +42,9 @@ import time
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _machine import cpu_model as _cpu_model  # noqa: E402
+
 MB = 1e6
 GB = 1e9
 
@@ -281,16 +284,6 @@ def run_worker(kind: str, telescope: str, n: int, v_max: float, out: str) -> Non
 # ------------------------------------------------------------------------------------------------
 # Driver
 # ------------------------------------------------------------------------------------------------
-
-
-def _cpu_model() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _library_state() -> dict:
