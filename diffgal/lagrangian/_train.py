@@ -32,6 +32,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
+from .._serialise import write_model
 from ._lnode import (
     LagrangianNeuralODE,
     _node_of,
@@ -119,20 +120,7 @@ def _fingerprint(ts: np.ndarray, qs: np.ndarray) -> str:
 
 
 def _write_checkpoint(path: pathlib.Path, header: dict, tree) -> None:
-    buffer = io.BytesIO()
-    eqx.tree_serialise_leaves(buffer, tree)
-    payload = buffer.getvalue()
-    header = {
-        **header,
-        "payload_bytes": len(payload),
-        "payload_sha256": hashlib.sha256(payload).hexdigest(),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write((json.dumps(header, sort_keys=True) + "\n").encode())
-        f.write(payload)
-    os.replace(tmp, path)
+    write_model(path, header, tree)  # the JSON header + leaves format of diffgal._serialise
 
 
 def _read_header(path: pathlib.Path) -> tuple[dict, bytes]:
