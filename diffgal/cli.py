@@ -104,7 +104,8 @@ def _make_parser() -> argparse.ArgumentParser:
 
 def _add_infer_parser(commands) -> None:
     inf = commands.add_parser(
-        "infer", help="inference: simulate, train emulator/NPE, the sbi-chempy headline"
+        "infer",
+        help="inference: simulate, train emulator/NPE, the headline, compare yield sets",
     )
     sub = inf.add_subparsers(dest="infer_command", required=True, metavar="INFER_COMMAND")
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -207,6 +208,50 @@ def _add_infer_parser(commands) -> None:
     agg.add_argument("--no-nuts", action="store_true", help="skip NUTS on the 2-D potential")
     agg.add_argument("--seed", type=int, default=0, help="random seed")
     agg.set_defaults(run=_infer_aggregate)
+
+    cmp_ = sub.add_parser(
+        "compare",
+        help="posterior probabilities of yield sets for a star table or a mock galaxy",
+        description=(
+            "Train (cached, resumable) an emulator, a 6-D NPE and a marginal NPE of the globals "
+            "for every candidate yield set, then compute each set's evidence (per-star "
+            "importance sampling with the NPE as proposal and the emulator as likelihood, times "
+            "the quadrature over the shared alpha_IMF and log10 N_Ia) and the posterior model "
+            "probabilities, with a bootstrap over stars, the probability against the number of "
+            "stars and a posterior predictive check of the winner. Writes OUT/summary.json and "
+            "OUT/compare.png; --calibration-sets adds the calibration over mock sets."
+        ),
+        formatter_class=fmt,
+    )
+    cmp_.add_argument("--sets", default="tng,default,mixed",
+                      help="comma-separated candidate yield sets: tng, default, mixed, or "
+                      "CC/AGB/SNIa combinations such as default/tng/tng")
+    cmp_.add_argument("--stars-file", type=Path, default=None,
+                      help="star table (as for `infer posterior`); default: a mock galaxy")
+    cmp_.add_argument("--mock", default="tng", help="yield set of the mock galaxy")
+    cmp_.add_argument("--stars", type=int, default=100, help="stars in the mock galaxy")
+    cmp_.add_argument("--seed", type=int, default=0, help="seed of the mock and the sampling")
+    cmp_.add_argument("--out", type=Path, required=True, help="output folder")
+    cmp_.add_argument("--cache", type=Path, default=None,
+                      help="folder for simulations and trained models (default OUT/cache)")
+    cmp_.add_argument("--train-seed", type=int, default=0, help="seed of the training sets")
+    cmp_.add_argument("--n-train", type=int, default=100_000, help="training runs per set")
+    cmp_.add_argument("--n-test", type=int, default=2000, help="held-out runs per set")
+    cmp_.add_argument("--epochs", type=int, default=None,
+                      help="cap on the epochs of every training stage (default: their own)")
+    cmp_.add_argument("--draws", type=int, default=512, help="importance draws per star")
+    cmp_.add_argument("--grid", type=int, default=64, help="quadrature points per axis")
+    cmp_.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples")
+    cmp_.add_argument("--curve", default="1,3,10,30",
+                      help="comma-separated star counts for probability vs N ('' skips)")
+    cmp_.add_argument("--calibration-sets", type=int, default=0,
+                      help="mock sets for the calibration (0 skips it)")
+    cmp_.add_argument("--calibration-stars", type=int, default=100, help="stars per mock set")
+    cmp_.add_argument("--data-dir", type=Path, default=None, help="diffgal data directory")
+    cmp_.add_argument("--x64", action=argparse.BooleanOptionalAction, default=False,
+                      help="compute in float64")
+    cmp_.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    cmp_.set_defaults(run=_infer_compare)
 
 
 def _add_lagrangian_parser(commands) -> None:
@@ -638,6 +683,86 @@ def _infer_aggregate(args: argparse.Namespace) -> int:
         cells = [f"{r[p]['mean']:.4f} +/- {r[p]['sigma']:.4f}" for p in ("imf_slope",
                                                                           "log10_n_ia")]
         print(f"{name:24s} alpha_IMF {cells[0]:>18s}   log10 N_Ia {cells[1]:>18s}")
+    print(f"wrote {args.out / 'summary.json'}")
+    return 0
+
+
+def _int_list(option: str, text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise _CLIError(f"{option}: expected comma-separated integers; got {text!r}.") from None
+    if any(v < 1 for v in values):
+        raise _CLIError(f"{option}: every value must be >= 1; got {text!r}.")
+    return values
+
+
+def _infer_compare(args: argparse.Namespace) -> int:
+    import jax
+
+    from diffgal.inference import CANDIDATE_SETS, read_star_table, run_compare
+
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    if len(set(sets)) < 2:
+        raise _CLIError(f"--sets: name at least two different yield sets (e.g. "
+                        f"{','.join(CANDIDATE_SETS)}); got {args.sets!r}.")
+    for name in (*sets, args.mock):
+        if name not in CANDIDATE_SETS and name.count("/") != 2 and not Path(name).is_file():
+            raise _CLIError(f"unknown yield set {name!r} (in --sets or --mock): use "
+                            f"{', '.join(CANDIDATE_SETS)}, a CC/AGB/SNIa combination such as "
+                            "default/tng/tng, or the path of a yield HDF5 file.")
+    for option, value, low in (("--stars", args.stars, 1), ("--n-train", args.n_train, 100),
+                               ("--n-test", args.n_test, 1), ("--draws", args.draws, 2),
+                               ("--grid", args.grid, 8), ("--bootstrap", args.bootstrap, 0),
+                               ("--calibration-sets", args.calibration_sets, 0),
+                               ("--calibration-stars", args.calibration_stars, 1)):
+        if value < low:
+            raise _CLIError(f"{option}: must be >= {low}; got {value}.")
+    if args.epochs is not None and args.epochs < 1:
+        raise _CLIError(f"--epochs: must be >= 1; got {args.epochs}.")
+    curve = _int_list("--curve", args.curve)
+    if args.out.exists() and not args.out.is_dir():
+        raise _CLIError(f"--out {str(args.out)!r} exists and is not a folder; pick another path.")
+    x_obs = None
+    if args.stars_file is not None:
+        try:
+            x_obs = read_star_table(args.stars_file)
+        except (FileNotFoundError, ValueError) as error:
+            raise _CLIError(str(error)) from None
+    previous = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", bool(args.x64))
+    try:
+        summary = run_compare(
+            args.out, sets=sets, x_obs=x_obs, mock=args.mock, stars=args.stars, seed=args.seed,
+            train_seed=args.train_seed, n_train=args.n_train, n_test=args.n_test,
+            epochs=args.epochs, cache=args.cache, n_draws=args.draws, n_grid=args.grid,
+            n_bootstrap=args.bootstrap, curve=curve, calibration_sets=args.calibration_sets,
+            calibration_stars=args.calibration_stars, data_dir=args.data_dir,
+            show_progress=not args.no_progress,
+        )
+    except FileNotFoundError as error:
+        raise _CLIError(str(error)) from None
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    boot = summary.get("bootstrap")
+    print(f"{'yield set':22s} {'log evidence':>14s} {'probability':>12s} {'bootstrap 16-84%':>20s}")
+    for name in summary["models"]:
+        band = ""
+        if boot:
+            lo, hi = boot["probability_16_84"][name]
+            band = f"{lo:.3f}-{hi:.3f}"
+        print(f"{name:22s} {summary['log_evidence'][name]:14.2f} "
+              f"{summary['probability'][name]:12.4f} {band:>20s}")
+    ppc = summary.get("ppc_winner")
+    if ppc:
+        print(f"winner {summary['winner']}: posterior predictive p < 0.05 for "
+              f"{100 * ppc['fraction_below_0.05']:.1f}% of stars, chi2/dof "
+              f"{ppc['mean_chi2_per_dof']:.2f}")
+    cal = summary.get("calibration")
+    if cal:
+        print(f"calibration: {cal['n_sets']} sets of {cal['n_stars']} stars, "
+              f"{100 * cal['fraction_correct']:.0f}% correct, max reliability difference "
+              f"{cal['max_reliability_difference']:.3f}")
     print(f"wrote {args.out / 'summary.json'}")
     return 0
 

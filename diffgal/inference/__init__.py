@@ -1,5 +1,6 @@
 """diffgal.inference: emulator, neural posterior estimation, many-star aggregation, calibration
-diagnostics and explicit-likelihood baselines (NUTS, gradient MAP)."""
+diagnostics, explicit-likelihood baselines (NUTS, gradient MAP) and model comparison across
+yield sets."""
 
 from ._aggregate import (
     FactorisedLogPosterior as FactorisedLogPosterior,
@@ -14,6 +15,24 @@ from ._aggregate import (
     nuts_aggregate as nuts_aggregate,
 )
 from ._calibration import calibrate as calibrate
+from ._compare import (
+    CANDIDATE_SETS as CANDIDATE_SETS,
+    Candidate as Candidate,
+    EvidenceResult as EvidenceResult,
+    ModelComparison as ModelComparison,
+    build_candidate as build_candidate,
+    candidate_yields as candidate_yields,
+    compare_models as compare_models,
+    comparison_calibration as comparison_calibration,
+    log_evidence as log_evidence,
+    plot_comparison as plot_comparison,
+    plot_reliability as plot_reliability,
+    posterior_predictive_check as posterior_predictive_check,
+    reliability_table as reliability_table,
+    run_compare as run_compare,
+    shared_global_correction as shared_global_correction,
+    star_log_evidence as star_log_evidence,
+)
 from ._diagnostics import (
     CoverageResult as CoverageResult,
     SBCResult as SBCResult,

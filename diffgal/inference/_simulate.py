@@ -12,6 +12,7 @@ rows, sbi-chempy's convention); `load_training_set` drops them and says how many
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -24,6 +25,7 @@ import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from ..chemistry import CHEMPY_COLUMNS, THETA_COLUMNS, chempy_tng, load_yields
+from ..chemistry._yields import Yields
 from ._prior import ChemistryPrior
 
 __all__ = ["TrainingSet", "load_training_set", "simulate_training_set"]
@@ -53,6 +55,13 @@ def _prior_config(prior: ChemistryPrior) -> dict:
     }
 
 
+def _yields_id(yields: Yields) -> str:
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(yields):
+        digest.update(np.ascontiguousarray(np.asarray(leaf, np.float64)).tobytes())
+    return f"{yields.name}:sha256:{digest.hexdigest()[:16]}"
+
+
 def _shard_path(root: pathlib.Path, i: int) -> pathlib.Path:
     return root / f"shard_{i:05d}.h5"
 
@@ -72,7 +81,7 @@ def simulate_training_set(
     *,
     prior: ChemistryPrior | None = None,
     mode: str = "faithful",
-    yields: str = "tng",
+    yields: str | Yields = "tng",
     data_dir=None,
     shard_size: int = 20_000,
     chunk_size: int = 2048,
@@ -88,7 +97,9 @@ def simulate_training_set(
       settings is an error (pick another directory).
     - `n_sims`: number of runs.
     - `prior`: a `ChemistryPrior` (default sbi-chempy's).
-    - `mode`, `yields`, `data_dir`: passed to `diffgal.chemistry.chempy_tng`.
+    - `mode`, `yields`, `data_dir`: passed to `diffgal.chemistry.chempy_tng`. `yields` is a
+      yield-set name or a `Yields` object (recorded in the manifest by its name and a SHA-256
+      of its tables, so a changed table is not mistaken for the finished one).
     - `shard_size`: runs per HDF5 file; `chunk_size`: runs vmapped at once.
     - `show_progress`: a tqdm bar over shards.
 
@@ -106,7 +117,7 @@ def simulate_training_set(
         "n_sims": int(n_sims),
         "shard_size": int(shard_size),
         "mode": mode,
-        "yields": yields,
+        "yields": yields if isinstance(yields, str) else _yields_id(yields),
         "prior": _prior_config(prior),
         "key": np.asarray(jax.random.key_data(key)).tolist(),
         "theta_columns": list(THETA_COLUMNS),
@@ -125,7 +136,7 @@ def simulate_training_set(
     else:
         manifest.write_text(json.dumps(config, indent=1))
 
-    table = load_yields(yields, data_dir=data_dir)
+    table = load_yields(yields, data_dir=data_dir) if isinstance(yields, str) else yields
     n_shards = -(-n_sims // shard_size)
     todo = []
     for i in range(n_shards):
