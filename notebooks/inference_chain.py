@@ -25,7 +25,9 @@
 # 4. draw a mock galaxy from the **model** (not the emulator) and combine its stars with
 #    (a) the Gaussian product with the (N - 1) prior correction, sbi-chempy's headline
 #    combination for reference, (b) the exact factorised potential, (c) hierarchical NUTS with
-#    the emulator likelihood, and the joint MAP through the differentiable model.
+#    the emulator likelihood, and the joint MAP through the differentiable model;
+# 5. ask which yield set made the stars: evidences of two candidate sets (with the Occam
+#    penalty COMPASS's plug-in likelihood lacks) and the posterior model probabilities.
 #
 # `DIFFGAL_NOTEBOOK_SMALL=1` runs at tiny sizes (numbers then meaningless; the full-size run is
 # `diffgal infer headline`), `DIFFGAL_NOTEBOOK_OUT` chooses where the figures go.
@@ -52,9 +54,13 @@ from diffgal.chemistry import (  # noqa: E402
 )
 from diffgal.inference import (  # noqa: E402
     GLOBAL_NAMES,
+    Candidate,
     ChemistryPrior,
     aggregate_log_posteriors,
+    build_candidate,
     calibrate,
+    candidate_yields,
+    compare_models,
     emulator_accuracy,
     fit_emulator,
     gaussian_fit,
@@ -64,6 +70,7 @@ from diffgal.inference import (  # noqa: E402
     laplace_aggregate,
     load_training_set,
     map_fit,
+    plot_comparison,
     simulate_training_set,
     train_npe,
 )
@@ -196,4 +203,44 @@ ax.legend(fontsize=7)
 fig.tight_layout()
 fig.savefig(OUT / "methods.png", dpi=110)
 plt.close(fig)
+
+# %% [markdown]
+# ## 5. Which yield set made these stars?
+#
+# The evidence of a yield set m for the star set, with Λ shared by all stars, is
+# Π_i Z_{m,i} · ∫ p(Λ)^(1-N) Π_i q_m(Λ | x_i) dΛ. The per-star evidences Z_{m,i} come from
+# importance sampling with the model's 6-D NPE as proposal and its emulator as likelihood, and
+# the integral over Λ from a quadrature of the marginal NPE (`diffgal.inference.compare_models`,
+# `diffgal infer compare`). The first candidate reuses the networks above, and the second is
+# `mixed` (TNG CC-SN with the default set's AGB and SN Ia tables) trained from scratch. The mock
+# comes from `mixed`. This needs the TNG tables.
+
+# %%
+if YIELDS == "tng":
+    npe6 = train_npe(
+        k_npe, sims.theta, sims.x[:, cols], noise=0.05, max_epochs=5 if SMALL else 150,
+        show_progress=False,
+    ).posterior
+    first = Candidate("tng", npe6, posterior, emu, {})
+    second = build_candidate(
+        "mixed", WORK / "candidates", n_train=N_TRAIN, n_test=SHARD, shard_size=SHARD,
+        emulator_epochs=10 if SMALL else 150, npe_epochs=5 if SMALL else 150,
+        marginal_epochs=5 if SMALL else 80, show_progress=False,
+    )
+    x_mixed, _ = mock_stars(k_mock, N_STARS, prior=prior, yields=candidate_yields("mixed"))
+    comparison = compare_models(
+        k_agg, [first, second], x_mixed, n_draws=64 if SMALL else 512,
+        n_grid=24 if SMALL else 64, n_bootstrap=20 if SMALL else 200,
+        n_stars_curve=(1, 5) if SMALL else (1, 3, 10, 30, 100, 300),
+    )
+    for name, lz, p in zip(comparison.names, comparison.log_z, comparison.probabilities,
+                           strict=True):
+        print(f"{name:8s} log evidence {lz:10.2f}   posterior model probability {p:.4f}")
+    ppc = comparison.report["ppc_winner"]
+    print(f"winner {comparison.report['winner']}: PPC p < 0.05 for "
+          f"{100 * ppc['fraction_below_0.05']:.0f} % of stars, chi2/dof "
+          f"{ppc['mean_chi2_per_dof']:.2f}")
+    plot_comparison(comparison.report, OUT / "compare.png")
+else:
+    print("model comparison skipped: the TNG yield tables are not available here")
 print(f"done in {time.perf_counter() - START:.0f} s")
