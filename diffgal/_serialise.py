@@ -15,6 +15,8 @@ import pathlib
 import typing
 
 import equinox as eqx
+import jax
+import jax.numpy as jnp
 
 
 def write_model(path: str | os.PathLike, header: dict, tree: typing.Any) -> pathlib.Path:
@@ -71,8 +73,26 @@ def read_header(path: str | os.PathLike, *, api: str, format: str) -> tuple[dict
     return header, payload
 
 
-def read_leaves(payload: bytes, like: typing.Any, *, api: str, path) -> typing.Any:
-    """Deserialise `payload` into the structure of `like`, with a clear error on mismatch."""
+def read_leaves(payload: bytes, like: typing.Any, *, api: str, path, dtype=None) -> typing.Any:
+    """Deserialise `payload` into the structure of `like`, with a clear error on mismatch.
+
+    `dtype` (the floating dtype the file was written in) first casts every floating array of
+    `like` to it, and every signed-integer array to the integer of the same width, so a
+    float32 file loads in a process running with `jax_enable_x64` (where freshly built
+    skeletons are 64-bit).
+    """
+    if dtype is not None:
+        dtype = jnp.dtype(dtype)
+        int_dtype = jnp.dtype(jnp.int64 if dtype.itemsize == 8 else jnp.int32)
+
+        def cast(a):
+            if eqx.is_inexact_array(a):
+                return a.astype(dtype)
+            if eqx.is_array(a) and jnp.issubdtype(a.dtype, jnp.signedinteger):
+                return a.astype(int_dtype)
+            return a
+
+        like = jax.tree.map(cast, like)
     try:
         return eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
     except Exception as err:  # shape/dtype/structure mismatch inside equinox or numpy

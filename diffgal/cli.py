@@ -166,6 +166,8 @@ def _add_infer_parser(commands) -> None:
     train.add_argument("--seed", type=int, default=0, help="random seed")
     train.add_argument("--epochs", type=int, default=100, help="maximum epochs")
     train.add_argument("--noise", type=float, default=0.05, help="NPE noise [dex]")
+    train.add_argument("--embedding", default=None,
+                       help="NPE summary network OUTPUT_DIM,WIDTH,DEPTH (e.g. 16,64,2)")
     train.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(run=_infer_train)
@@ -601,6 +603,11 @@ def _infer_train(args: argparse.Namespace) -> int:
         cols = [CHEMPY_COLUMNS.index(c) for c in SBI_CHEMPY_COLUMNS]
         params = GLOBAL_NAMES if args.what == "npe-globals" else None
         kwargs = {} if params is None else {"params": params}
+        if args.embedding:
+            kwargs["embedding"] = _int_list("--embedding", args.embedding)
+            if len(kwargs["embedding"]) != 3:
+                raise _CLIError(f"--embedding: expected OUTPUT_DIM,WIDTH,DEPTH; got "
+                                f"{args.embedding!r}.")
         fit = train_npe(key, sims.theta, sims.x[:, cols], noise=args.noise,
                         max_epochs=args.epochs, checkpoint=ckpt, resume=args.resume,
                         show_progress=progress, **kwargs)
@@ -659,6 +666,17 @@ def _infer_posterior(args: argparse.Namespace) -> int:
              mean=draws.mean(1), sd=draws.std(1))
     print(f"{draws.shape[0]} stars x {args.draws} draws of {', '.join(posterior.params)} "
           f"-> {args.out}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from diffgal.inference import plot_corner
+
+    corner = args.out.with_name(args.out.stem + "_corner.png")
+    fig = plot_corner(draws[0], names=list(posterior.params))
+    fig.suptitle("first star of the table", fontsize=9)
+    fig.savefig(corner, dpi=110)
+    matplotlib.pyplot.close(fig)
+    print(f"corner plot of the first star -> {corner}")
     for name, m, s in zip(posterior.params, draws.mean((0, 1)), draws.std(1).mean(0),
                           strict=True):
         print(f"  {name:18s} mean over stars {m:8.4f}   typical sd {s:.4f}")

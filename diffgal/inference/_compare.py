@@ -65,7 +65,9 @@ __all__ = [
     "comparison_calibration",
     "log_evidence",
     "plot_comparison",
+    "plot_ppc",
     "plot_reliability",
+    "posterior_predictive",
     "posterior_predictive_check",
     "reliability_table",
     "run_compare",
@@ -740,7 +742,6 @@ def compare_models(
             x_columns=candidates[best].posterior.x_columns,
             noise=noise,
         )
-        report["ppc_winner"].pop("p_values")
     report["wall_s"] = time.perf_counter() - t0
     return ModelComparison(names, log_z, probs, report)
 
@@ -1083,6 +1084,12 @@ def run_compare(
         "dtype": str(jnp.asarray(0.0).dtype),
     }
     plot_comparison(summary, out / "compare.png")
+    if "ppc_winner" in summary:
+        plot_ppc(
+            summary["ppc_winner"],
+            out / "ppc.png",
+            title=f"PPC of the winner ({summary['winner']}), {len(x_obs)} stars",
+        )
     if calibration_sets > 0:
         cal = comparison_calibration(
             jax.random.key(seed + 2),
@@ -1100,3 +1107,61 @@ def run_compare(
         summary["calibration"] = {k: v for k, v in cal.items() if k != "sets"}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def posterior_predictive(
+    key: PRNGKeyArray,
+    posterior: Posterior,
+    emulator: Emulator,
+    x_obs: Float[ArrayLike, "n_star n_obs"],
+    *,
+    n_draws: int = 200,
+    noise: float = 0.05,
+) -> dict:
+    """Posterior predictive check of a 6-D NPE with draws from the NPE itself.
+
+    Like `posterior_predictive_check`, but the draws come straight from q(θ | x_i) with equal
+    weights, so no likelihood evaluation is needed for the draws; a miscalibrated NPE or a
+    misspecified model both show up as an excess of small p-values.
+
+    **Returns:** the dict of `posterior_predictive_check` (with the per-star `p_values`).
+    """
+    api = "posterior_predictive"
+    if tuple(posterior.params) != THETA_COLUMNS:
+        raise ValueError(
+            f"`{api}`: `posterior` must be a 6-D NPE over all per-star parameters (the "
+            f"emulator needs all six); got one over {posterior.params}."
+        )
+    if n_draws < 2:
+        raise ValueError(f"`{api}`: `n_draws` must be >= 2; got {n_draws}.")
+    x_obs = check_observations(api, x_obs, len(posterior.x_columns))
+    cond = jnp.asarray(x_obs, posterior.u_mean.dtype)
+    theta = posterior.sample_per_star(key, n_draws, cond)
+    weights = jnp.full(theta.shape[:2], 1.0 / n_draws, theta.dtype)
+    star = StarEvidence(jnp.zeros(len(x_obs)), jnp.full(len(x_obs), n_draws), theta, weights)
+    return posterior_predictive_check(
+        star, emulator, x_obs, x_columns=posterior.x_columns, noise=noise
+    )
+
+
+def plot_ppc(report: dict, path: str | os.PathLike, *, title: str = "") -> pathlib.Path:
+    """Histogram of the per-star posterior predictive p-values of a PPC report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = np.asarray(report["p_values"])
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.hist(p, bins=np.linspace(0, 1, 21), color="C0")
+    ax.axvline(0.05, color="C3", ls="--", lw=1, label="p = 0.05")
+    ax.set_xlabel("posterior predictive p-value (χ² of the 8 abundances)")
+    ax.set_ylabel("stars")
+    frac = 100 * report["fraction_below_0.05"]
+    ax.set_title(title or f"{len(p)} stars, {frac:.1f} % below 0.05", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

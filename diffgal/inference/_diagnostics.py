@@ -46,6 +46,7 @@ __all__ = [
     "check_sbc",
     "check_tarp",
     "expected_coverage",
+    "plot_corner",
     "plot_coverage",
     "plot_sbc_ranks",
     "plot_tarp",
@@ -856,4 +857,86 @@ def plot_tarp(result: TARPResult, *, ax=None):
     ax.set_xlabel("credibility level α")
     ax.set_ylabel("expected coverage probability")
     ax.set_title(f"TARP: ATC = {result.atc:+.3f}, KS p = {result.ks_pvalue:.2g}", fontsize="medium")
+    return fig
+
+
+def plot_corner(
+    samples: Float[ArrayLike, "n_sample n_param"],
+    *,
+    names: Sequence[str] | None = None,
+    truth: Float[ArrayLike, " n_param"] | None = None,
+    bins: int = 30,
+):
+    """A corner (pair) plot: 1-D histograms on the diagonal, 2-D histograms below it.
+
+    **Arguments:**
+
+    - `samples`: `(n_sample, n_param)` posterior draws.
+    - `names`: axis labels, one per parameter.
+    - `truth`: a reference point drawn as lines (e.g. the true parameters of a simulation).
+    - `bins`: histogram bins per axis.
+
+    **Returns:**
+
+    The matplotlib `Figure`.
+    """
+    import matplotlib.pyplot as plt
+
+    samples = np.asarray(samples, dtype=float)
+    if samples.ndim != 2 or samples.shape[0] < 2:
+        raise ValueError(
+            "`plot_corner`: `samples` must have shape (n_sample >= 2, n_param); got "
+            f"{samples.shape}."
+        )
+    d = samples.shape[1]
+    if names is not None and len(names) != d:
+        raise ValueError(f"`plot_corner`: `names` needs {d} labels; got {len(names)}.")
+    if truth is not None:
+        truth = np.asarray(truth, dtype=float)
+        if truth.shape != (d,):
+            raise ValueError(f"`plot_corner`: `truth` must have shape ({d},); got {truth.shape}.")
+    if not np.all(np.isfinite(samples)):
+        raise ValueError("`plot_corner`: `samples` holds NaN or inf.")
+    fig, axes = plt.subplots(d, d, figsize=(1.7 * d + 0.6, 1.7 * d + 0.6), squeeze=False)
+    lo, hi = np.percentile(samples, 0.5, 0), np.percentile(samples, 99.5, 0)
+    for i in range(d):
+        for j in range(d):
+            ax = axes[i, j]
+            if j > i:
+                ax.axis("off")
+                continue
+            if i == j:
+                ax.hist(
+                    samples[:, i],
+                    bins=bins,
+                    range=(lo[i], hi[i]),
+                    color="C0",
+                    histtype="stepfilled",
+                    alpha=0.7,
+                )
+                ax.set_yticks([])
+                if truth is not None:
+                    ax.axvline(truth[i], color="C3", lw=1)
+            else:
+                ax.hist2d(
+                    samples[:, j],
+                    samples[:, i],
+                    bins=bins,
+                    range=[[lo[j], hi[j]], [lo[i], hi[i]]],
+                    cmap="Blues",
+                )
+                if truth is not None:
+                    ax.axvline(truth[j], color="C3", lw=0.8)
+                    ax.axhline(truth[i], color="C3", lw=0.8)
+                    ax.plot(truth[j], truth[i], "s", color="C3", ms=3)
+            if i < d - 1:
+                ax.set_xticklabels([])
+            elif names is not None:
+                ax.set_xlabel(names[j], fontsize=8)
+            if j > 0 and i != j:
+                ax.set_yticklabels([])
+            elif names is not None and i != j:
+                ax.set_ylabel(names[i], fontsize=8)
+            ax.tick_params(labelsize=6)
+    fig.tight_layout()
     return fig

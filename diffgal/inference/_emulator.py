@@ -166,7 +166,9 @@ def save_emulator(path: str | os.PathLike, emulator: Emulator) -> pathlib.Path:
 def load_emulator(path: str | os.PathLike) -> Emulator:
     """Read a file written by `save_emulator` (a foreign, truncated or corrupted file raises)."""
     header, payload = read_header(path, api="load_emulator", format=FORMAT)
-    return read_leaves(payload, _skeleton(header), api="load_emulator", path=path)
+    return read_leaves(
+        payload, _skeleton(header), api="load_emulator", path=path, dtype=header.get("dtype")
+    )
 
 
 # ------------------------------------------------------------------------------------------------

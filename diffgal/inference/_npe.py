@@ -40,6 +40,41 @@ _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu}
 _FLOWS = {"maf": masked_autoregressive_flow, "coupling": coupling_flow}
 
 
+def _build_embedding(key, n_obs, embedding, dtype):
+    """An MLP summary network x -> R^d, or None; `embedding` = (d, width, depth) or None."""
+    if embedding is None:
+        return None
+    d, width, depth = embedding
+    return eqx.nn.MLP(n_obs, d, width, depth, activation=jax.nn.gelu, key=key, dtype=dtype)
+
+
+def _check_embedding(embedding):
+    if embedding is None:
+        return None
+    try:
+        d, width, depth = (int(v) for v in embedding)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "`train_npe`: `embedding` must be None or (output_dim, width, depth), e.g. "
+            f"(16, 64, 2); got {embedding!r}."
+        ) from None
+    if d < 1 or width < 1 or depth < 1:
+        raise ValueError(
+            f"`train_npe`: every entry of `embedding` (output_dim, width, depth) must be >= 1; "
+            f"got {embedding!r}."
+        )
+    return (d, width, depth)
+
+
+def _embed(embedding, xs):
+    """Apply the summary network over the last axis (any leading batch shape)."""
+    if embedding is None:
+        return xs
+    flat = xs.reshape(-1, xs.shape[-1])
+    out = jax.vmap(embedding)(flat)
+    return out.reshape(*xs.shape[:-1], out.shape[-1])
+
+
 def _build_flow(key, dim, cond_dim, flow, flow_layers, nn_width, nn_depth, activation, dtype):
     if flow not in _FLOWS:
         raise ValueError(f"`train_npe`: unknown `flow` {flow!r}; pick one of {', '.join(_FLOWS)}.")
@@ -70,6 +105,9 @@ class Posterior(eqx.Module):
     - `u_mean`, `u_std`, `x_mean`, `x_std`: the z-scoring of unconstrained theta and of x.
     - `params`: names of the inferred columns; `x_columns`: names of the observed columns.
     - `config`: static `(key, value)` pairs (architecture, noise level, ...).
+    - `embedding`: an optional summary network (an `eqx.nn.MLP`) applied to the z-scored
+      observations before they condition the flow, trained jointly with it; `None` conditions
+      on the observations directly.
     """
 
     flow: typing.Any
@@ -81,6 +119,7 @@ class Posterior(eqx.Module):
     params: tuple[str, ...] = eqx.field(static=True)
     x_columns: tuple[str, ...] = eqx.field(static=True)
     config: tuple[tuple[str, typing.Any], ...] = eqx.field(static=True)
+    embedding: typing.Any = None
 
     @property
     def _has_time(self) -> bool:
@@ -148,7 +187,7 @@ class Posterior(eqx.Module):
         u = self._to_u(theta)
         s = (u - self.u_mean) / self.u_std
         lp = (
-            paramax.unwrap(self.flow).log_prob(s, xs)
+            paramax.unwrap(self.flow).log_prob(s, _embed(self.embedding, xs))
             - jnp.sum(jnp.log(self.u_std))
             + self._log_det_to_u(theta)
         )
@@ -164,7 +203,8 @@ class Posterior(eqx.Module):
     ) -> Float[Array, "*sample_shape *cb n_param"]:
         """Draw `sample_shape` samples for each condition: shape `sample_shape + cb + (d,)`."""
         xs = self._check_x("sample", condition)
-        s = paramax.unwrap(self.flow).sample(key, tuple(sample_shape), condition=xs)
+        cond = _embed(self.embedding, xs)
+        s = paramax.unwrap(self.flow).sample(key, tuple(sample_shape), condition=cond)
         return self._from_u(self.u_mean + self.u_std * s)
 
     def sample_per_star(
@@ -196,7 +236,11 @@ class Posterior(eqx.Module):
 def _skeleton(header: dict) -> Posterior:
     cfg = header["config"]
     dtype = jnp.dtype(header["dtype"])
-    dim, cond_dim = len(header["params"]), len(header["x_columns"])
+    dim, n_obs = len(header["params"]), len(header["x_columns"])
+    embedding_spec = cfg.get("embedding")
+    embedding_spec = None if embedding_spec is None else tuple(embedding_spec)
+    cond_dim = n_obs if embedding_spec is None else embedding_spec[0]
+    embedding = _build_embedding(jax.random.key(1), n_obs, embedding_spec, dtype)
     flow = _build_flow(
         jax.random.key(0),
         dim,
@@ -213,11 +257,12 @@ def _skeleton(header: dict) -> Posterior:
         prior=ChemistryPrior(**header["prior"]),
         u_mean=jnp.zeros(dim, dtype),
         u_std=jnp.ones(dim, dtype),
-        x_mean=jnp.zeros(cond_dim, dtype),
-        x_std=jnp.ones(cond_dim, dtype),
+        x_mean=jnp.zeros(n_obs, dtype),
+        x_std=jnp.ones(n_obs, dtype),
         params=tuple(header["params"]),
         x_columns=tuple(header["x_columns"]),
-        config=tuple(sorted(cfg.items())),
+        config=tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.items())),
+        embedding=embedding,
     )
 
 
@@ -229,11 +274,14 @@ def save_posterior(path: str | os.PathLike, posterior: Posterior) -> pathlib.Pat
 def load_posterior(path: str | os.PathLike) -> Posterior:
     """Read a file written by `save_posterior`; a foreign or corrupted file raises."""
     header, payload = read_header(path, api="load_posterior", format=FORMAT)
-    return read_leaves(payload, _skeleton(header), api="load_posterior", path=path)
+    return read_leaves(
+        payload, _skeleton(header), api="load_posterior", path=path, dtype=header.get("dtype")
+    )
 
 
-def _nll(flow, s, xs):
-    return -jnp.mean(paramax.unwrap(flow).log_prob(s, xs))
+def _nll(model, s, xs):
+    flow, embedding = model
+    return -jnp.mean(paramax.unwrap(flow).log_prob(s, _embed(embedding, xs)))
 
 
 class NPEFit(typing.NamedTuple):
@@ -257,6 +305,7 @@ def train_npe(
     nn_width: int = 64,
     nn_depth: int = 2,
     activation: str = "tanh",
+    embedding: typing.Sequence[int] | None = None,
     learning_rate: float = 1e-3,
     learning_rate_end: float | None = 1e-5,
     batch_size: int = 256,
@@ -283,6 +332,9 @@ def train_npe(
       pair); 0 trains on clean data.
     - `flow`, `flow_layers`, `nn_width`, `nn_depth`, `activation`: the flowjax flow
       (`"maf"` or `"coupling"`; sbi-chempy's is `"maf"`, 4 layers, width 8, depth 2, tanh).
+    - `embedding`: `None` (condition on the z-scored observations), or `(output_dim, width,
+      depth)` for a GELU MLP summary network trained jointly with the flow (useful for many
+      or redundant observables).
     - `learning_rate`, `learning_rate_end`, `batch_size`, `max_epochs`, `patience`,
       `val_fraction`, `clip_norm`: Adam with cosine decay and early stopping on the validation
       negative log-likelihood.
@@ -320,8 +372,10 @@ def train_npe(
         )
     if noise < 0:
         raise ValueError(f"`train_npe`: `noise` must be >= 0 dex; got {noise}.")
+    embedding = _check_embedding(embedding)
     dtype = jnp.asarray(0.0).dtype
     k_noise, k_flow, k_fit = jax.random.split(key, 3)
+    k_flow, k_embed = jax.random.split(k_flow)
     # Scalers of the noisy observations, from one noise draw; training draws fresh noise for
     # every mini-batch (`augment`), so the flow cannot fit one noise realisation.
     x_noisy = x + noise * np.asarray(jax.random.normal(k_noise, x.shape, dtype))
@@ -334,11 +388,14 @@ def train_npe(
         "activation": activation,
         "noise": float(noise),
     }
+    if embedding is not None:
+        config["embedding"] = embedding
+    cond_dim = len(x_columns) if embedding is None else embedding[0]
     shell = Posterior(
         flow=_build_flow(
             k_flow,
             len(params),
-            len(x_columns),
+            cond_dim,
             flow,
             flow_layers,
             nn_width,
@@ -354,6 +411,7 @@ def train_npe(
         params=params,
         x_columns=tuple(x_columns),
         config=tuple(sorted(config.items())),
+        embedding=_build_embedding(k_embed, len(x_columns), embedding, dtype),
     )
     u = np.asarray(shell._to_u(jnp.asarray(theta[:, idx])))
     u_mean, u_std = u.mean(0), u.std(0)
@@ -367,9 +425,9 @@ def train_npe(
         return s_batch, (noisy - xm) / xsd
 
     t0 = time.perf_counter()
-    flow_fit, history = fit_minibatch(
+    (flow_fit, embedding_fit), history = fit_minibatch(
         k_fit,
-        shell.flow,
+        (shell.flow, shell.embedding),
         _nll,
         (s, x_clean),
         api="train_npe",
@@ -381,7 +439,12 @@ def train_npe(
         val_fraction=val_fraction,
         clip_norm=clip_norm,
         augment=augment,
-        settings={**config, "params": list(params), "x_columns": list(x_columns)},
+        settings={
+            **config,
+            **({"embedding": list(embedding)} if embedding is not None else {}),
+            "params": list(params),
+            "x_columns": list(x_columns),
+        },
         checkpoint=checkpoint,
         resume=resume,
         show_progress=show_progress,
@@ -398,5 +461,6 @@ def train_npe(
         params=params,
         x_columns=tuple(x_columns),
         config=tuple(sorted(config.items())),
+        embedding=embedding_fit,
     )
     return NPEFit(posterior, history)

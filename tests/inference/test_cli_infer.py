@@ -80,6 +80,7 @@ def test_star_tables_and_aggregate(tmp_path, capsys):
                  "--out", str(tmp_path / "d.npz"), "--draws", "50"]) == 0
     with np.load(tmp_path / "d.npz") as f:
         assert f["draws"].shape == (30, 50, 2)
+    assert (tmp_path / "d_corner.png").stat().st_size > 0
     assert main(["infer", "aggregate", "--posterior", str(model), "--stars", str(table),
                  "--out", str(tmp_path / "agg"), "--no-nuts"]) == 0
     import json

@@ -162,6 +162,25 @@ def test_posterior_predictive_p_values_are_chi2_survival():
     np.testing.assert_allclose(out["mean_chi2_per_dof"], chi2.mean() / 8, rtol=1e-8)
 
 
+def test_corner_plot_layout_and_errors():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from diffgal.inference import plot_corner
+
+    draws = np.random.default_rng(0).normal(size=(500, 3))
+    fig = plot_corner(draws, names=["a", "b", "c"], truth=[0.0, 0.0, 0.0])
+    visible = [ax for ax in fig.axes if ax.axison]
+    assert len(visible) == 6  # 3 diagonal + 3 below
+    plt.close(fig)
+    with pytest.raises(ValueError, match="`names` needs 3 labels"):
+        plot_corner(draws, names=["a"])
+    with pytest.raises(ValueError, match="`truth` must have shape"):
+        plot_corner(draws, truth=[0.0])
+
+
 def test_reliability_table_counts_by_hand():
     p = np.array([[0.95, 0.05], [0.8, 0.2], [0.15, 0.85], [0.5, 0.5]])
     truth = [0, 1, 1, 0]
@@ -238,7 +257,19 @@ def test_compare_cli_end_to_end_small(tmp_path, capsys):
     assert summary["probability_vs_n_stars"] == []  # --curve '' skips it (each n compiles)
     assert set(summary["bootstrap"]["probability_mean"]) == set(summary["models"])
     assert 0 <= summary["ppc_winner"]["fraction_below_0.05"] <= 1
-    assert (out / "compare.png").stat().st_size > 0
+    assert (out / "compare.png").stat().st_size > 0 and (out / "ppc.png").stat().st_size > 0
+    assert len(summary["ppc_winner"]["p_values"]) == 6
+    # The cached 6-D NPE and emulator also give a PPC straight from the NPE's draws.
+    from diffgal.inference import load_emulator, load_posterior, posterior_predictive
+
+    root = out / "cache" / "default"
+    npe, emu = load_posterior(root / "npe_600.eqx"), load_emulator(root / "emulator_600.eqx")
+    x = np.load(out / "mock.npz")["x_obs"]
+    ppc = posterior_predictive(jax.random.key(0), npe, emu, x, n_draws=20)
+    assert len(ppc["p_values"]) == 6 and all(0 <= p <= 1 for p in ppc["p_values"])
+    marginal = load_posterior(root / "npe_globals_600.eqx")
+    with pytest.raises(ValueError, match="6-D NPE"):
+        posterior_predictive(jax.random.key(0), marginal, emu, x)
     # The cache is complete: a second run trains nothing and gives the same evidences.
     assert main(argv) == 0
     again = json.loads((out / "summary.json").read_text())

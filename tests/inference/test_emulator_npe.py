@@ -130,6 +130,36 @@ def test_npe_recovers_a_linear_gaussian_posterior(tmp_path):
         load_posterior(save_emulator(tmp_path / "e.eqx", _tiny_emulator()))
 
 
+def test_npe_with_an_embedding_network(tmp_path):
+    """A jointly trained summary network: same linear-Gaussian posterior, saved and loaded."""
+    prior = ChemistryPrior()
+    s = 0.2
+    b = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, -1.0],
+                  [0.5, 0.2], [0.0, 0.7], [0.3, 0.0], [0.2, 0.4]])
+    theta = np.asarray(prior.sample(jax.random.key(0), (8_000,)))
+    fit = train_npe(
+        jax.random.key(1), theta, theta[:, :2] @ b.T, params=GLOBAL_NAMES, noise=s,
+        flow_layers=2, nn_width=32, embedding=(4, 32, 1), max_epochs=20, batch_size=256,
+        show_progress=False,
+    )
+    post = fit.posterior
+    assert post.embedding is not None and dict(post.config)["embedding"] == (4, 32, 1)
+    mu_p, var_p = np.asarray(prior.loc[:2]), np.asarray(prior.scale[:2]) ** 2
+    cov = np.linalg.inv(np.diag(1 / var_p) + b.T @ b / s**2)
+    lam = np.asarray(prior.sample(jax.random.key(2), (100,)))[:, :2]
+    x_obs = lam @ b.T + s * np.asarray(jax.random.normal(jax.random.key(3), (100, 8)))
+    mean = (cov @ (mu_p / var_p + x_obs @ b / s**2).T).T
+    draws = np.asarray(post.sample(jax.random.key(4), (300,), x_obs))
+    sd = np.sqrt(np.diag(cov))
+    assert np.median(np.abs(draws.mean(0) - mean) / sd) < 0.25
+    np.testing.assert_allclose(np.median(draws.std(0), 0), sd, rtol=0.25)
+    lp = np.asarray(post.log_prob(draws[:, :3], x_obs[:3]))
+    loaded = load_posterior(save_posterior(tmp_path / "emb.eqx", post))
+    np.testing.assert_allclose(loaded.log_prob(draws[:, :3], x_obs[:3]), lp)
+    with pytest.raises(ValueError, match="`embedding` must be None or"):
+        train_npe(jax.random.key(0), theta[:10], theta[:10, :2] @ b.T, embedding=(4, 32))
+
+
 def _tiny_emulator():
     from diffgal.inference import Emulator
 
