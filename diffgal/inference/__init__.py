@@ -40,6 +40,7 @@ from ._diagnostics import (
     SBCResult as SBCResult,
     TARPCheck as TARPCheck,
     TARPResult as TARPResult,
+    c2st as c2st,
     central_interval_coverage as central_interval_coverage,
     check_sbc as check_sbc,
     check_tarp as check_tarp,

@@ -355,3 +355,22 @@ def test_plots_return_figures():
 
         for fig in figures:
             plt.close(fig)
+
+
+def test_c2st_matches_the_bayes_optimal_accuracy():
+    """Two Gaussians a Mahalanobis distance Δ apart: the best accuracy is Φ(Δ / 2)."""
+    import scipy.stats
+
+    from diffgal.inference import c2st
+
+    rng = np.random.default_rng(0)
+    same = c2st(jax.random.key(0), rng.normal(size=(1000, 2)), rng.normal(size=(1200, 2)),
+                steps=500)
+    assert abs(same - 0.5) < 0.04
+    shifted = c2st(jax.random.key(1), rng.normal(size=(1000, 2)),
+                   rng.normal(size=(1000, 2)) + [1.5, 0.0], steps=500)
+    assert abs(shifted - scipy.stats.norm.cdf(0.75)) < 0.04
+    with pytest.raises(ValueError, match="same d"):
+        c2st(jax.random.key(0), np.zeros((50, 2)), np.zeros((50, 3)))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        c2st(jax.random.key(0), np.full((50, 2), np.nan), np.zeros((50, 2)))
