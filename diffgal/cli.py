@@ -533,7 +533,7 @@ def _infer_headline(args: argparse.Namespace) -> int:
             map_steps=args.map_steps, coverage_sets=args.coverage_sets,
             coverage_stars=args.coverage_stars, show_progress=not args.no_progress,
         )
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:  # e.g. a corrupted model in the cache
         raise _CLIError(str(error)) from None
     finally:
         jax.config.update("jax_enable_x64", previous)
@@ -645,8 +645,8 @@ def _read_posterior_and_stars(args):
     from diffgal.inference import load_posterior, read_star_table
 
     try:
-        x_obs = read_star_table(args.stars)
         posterior = load_posterior(args.posterior)
+        x_obs = read_star_table(args.stars, posterior.x_columns)
     except (FileNotFoundError, ValueError) as error:
         raise _CLIError(str(error)) from None
     return posterior, x_obs
@@ -758,7 +758,7 @@ def _infer_compare(args: argparse.Namespace) -> int:
             calibration_stars=args.calibration_stars, data_dir=args.data_dir,
             show_progress=not args.no_progress,
         )
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:  # e.g. a corrupted model in the cache
         raise _CLIError(str(error)) from None
     finally:
         jax.config.update("jax_enable_x64", previous)

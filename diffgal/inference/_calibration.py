@@ -33,6 +33,43 @@ __all__ = ["calibrate"]
 LEVELS = (0.5, 0.68, 0.95)
 
 
+def _check_pairs(posterior: Posterior, theta: np.ndarray, x: np.ndarray) -> None:
+    """Host-side checks of the held-out pairs, with messages naming `theta` and `x`."""
+    n_theta, n_obs = len(THETA_COLUMNS), len(posterior.x_columns)
+    if theta.ndim != 2 or theta.shape[1] != n_theta or theta.shape[0] == 0:
+        raise ValueError(
+            f"`calibrate`: `theta` must have shape (n, {n_theta}) with n >= 1 and all the columns "
+            f"{', '.join(THETA_COLUMNS)} (the posterior's {', '.join(posterior.params)} are "
+            f"selected from them); got shape {theta.shape}."
+        )
+    if x.ndim != 2 or x.shape != (theta.shape[0], n_obs):
+        raise ValueError(
+            f"`calibrate`: `x` must have shape ({theta.shape[0]}, {n_obs}): one row per row of "
+            f"`theta`, columns {', '.join(posterior.x_columns)}; got shape {x.shape}. Pass the "
+            "pairs of one simulation set, in the posterior's `x_columns` order."
+        )
+    bad = ~np.all(np.isfinite(theta), axis=1)
+    if bad.any():
+        raise ValueError(
+            f"`calibrate`: `theta` has NaN/inf entries in {int(bad.sum())} rows (first: "
+            f"{np.where(bad)[0][:5].tolist()}); drop those pairs (failed runs?)."
+        )
+    bad = ~np.all(np.isfinite(x), axis=1)
+    if bad.any():
+        raise ValueError(
+            f"`calibrate`: `x` has NaN/inf entries in {int(bad.sum())} rows (first: "
+            f"{np.where(bad)[0][:5].tolist()}); drop those pairs (failed runs?)."
+        )
+    prior = posterior.prior
+    outside = ~np.asarray(prior.in_support(theta))
+    if outside.any():
+        raise ValueError(
+            f"`calibrate`: {int(outside.sum())} rows of `theta` lie outside the posterior's prior "
+            f"support (birth time in [{prior.t_low}, {prior.t_high}] Gyr; first: "
+            f"{np.where(outside)[0][:5].tolist()}); calibrate on draws from `posterior.prior`."
+        )
+
+
 def calibrate(
     key: PRNGKeyArray,
     posterior: Posterior,
@@ -62,6 +99,7 @@ def calibrate(
     noise = config.get("noise", 0.0) if noise is None else noise
     theta = np.asarray(theta, dtype=float)
     x = np.asarray(x, dtype=float)
+    _check_pairs(posterior, theta, x)
     idx = [THETA_COLUMNS.index(p) for p in posterior.params]
     truths = theta[:, idx]
     dtype = posterior.u_mean.dtype

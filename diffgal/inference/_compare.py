@@ -53,6 +53,7 @@ from ._hierarchical import check_observations
 from ._npe import Posterior, load_posterior, save_posterior, train_npe
 from ._prior import GLOBAL_NAMES, ChemistryPrior
 from ._simulate import load_training_set, simulate_training_set
+from ._training import load_cached
 
 __all__ = [
     "CANDIDATE_SETS",
@@ -503,6 +504,20 @@ def build_candidate(
     prior = ChemistryPrior()
     k_sim, k_test, k_emu, k_npe, k_marg = jax.random.split(jax.random.key(seed), 5)
     info: dict[str, typing.Any] = {"yields": name, "n_train": n_train}
+    # Networks already in the cache are loaded first, so that a corrupted, foreign or
+    # mismatched file fails before any simulation.
+    expected = {
+        "emulator": (load_emulator, dict(x_columns=CHEMPY_COLUMNS, theta_columns=THETA_COLUMNS)),
+        "npe": (load_posterior, dict(params=THETA_COLUMNS, x_columns=SBI_CHEMPY_COLUMNS)),
+        "npe_globals": (load_posterior, dict(params=GLOBAL_NAMES, x_columns=SBI_CHEMPY_COLUMNS)),
+    }
+    loaded = {}
+    for what, (load, attrs) in expected.items():
+        path = root / f"{what}_{n_train}.eqx"
+        if path.is_file():
+            t0 = time.perf_counter()
+            loaded[what] = load_cached("build_candidate", path, load, **attrs)
+            info[f"{what}_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     sims = load_training_set(
         simulate_training_set(
@@ -528,20 +543,18 @@ def build_candidate(
     )
     info["simulate_s"] = time.perf_counter() - t0
 
-    def cached(path, load, train, save, what):
+    def cached(path, train, save, what):
+        if what in loaded:
+            return loaded[what]
         t0 = time.perf_counter()
-        if path.is_file():
-            model = load(path)
-        else:
-            ckpt = path.with_name(path.name + ".ckpt")
-            model = train(ckpt)
-            save(path, model)
+        ckpt = path.with_name(path.name + ".ckpt")
+        model = train(ckpt)
+        save(path, model)
         info[f"{what}_s"] = time.perf_counter() - t0
         return model
 
     emulator = cached(
         root / f"emulator_{n_train}.eqx",
-        load_emulator,
         lambda ckpt: (
             fit_emulator(
                 k_emu,
@@ -561,7 +574,6 @@ def build_candidate(
     npe_kwargs = dict(prior=prior, checkpoint=None, show_progress=show_progress)
     posterior = cached(
         root / f"npe_{n_train}.eqx",
-        load_posterior,
         lambda ckpt: (
             train_npe(
                 k_npe,
@@ -577,7 +589,6 @@ def build_candidate(
     )
     marginal = cached(
         root / f"npe_globals_{n_train}.eqx",
-        load_posterior,
         lambda ckpt: (
             train_npe(
                 k_marg,

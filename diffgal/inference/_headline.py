@@ -34,7 +34,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..chemistry import CHEMPY_COLUMNS, SBI_CHEMPY_COLUMNS, chempy_tng, load_yields
+from ..chemistry import (
+    CHEMPY_COLUMNS,
+    SBI_CHEMPY_COLUMNS,
+    THETA_COLUMNS,
+    chempy_tng,
+    load_yields,
+)
 from ._aggregate import (
     gaussian_fit,
     gaussian_product,
@@ -47,6 +53,7 @@ from ._hierarchical import hierarchical_nuts, map_fit
 from ._npe import load_posterior, save_posterior, train_npe
 from ._prior import GLOBAL_NAMES, ChemistryPrior
 from ._simulate import load_training_set, simulate_training_set
+from ._training import load_cached
 
 __all__ = ["TRUTH", "aggregate_stars", "mock_stars", "run_headline"]
 
@@ -81,6 +88,19 @@ def mock_stars(
     if n_stars < 1:
         raise ValueError(f"`mock_stars`: `n_stars` must be >= 1; got {n_stars}.")
     prior = ChemistryPrior() if prior is None else prior
+    truth = np.asarray(truth, dtype=float)
+    if truth.shape != (len(GLOBAL_NAMES),):
+        raise ValueError(
+            f"`mock_stars`: `truth` must hold the {len(GLOBAL_NAMES)} global parameters "
+            f"({', '.join(GLOBAL_NAMES)}); got shape {truth.shape}. Pass e.g. `truth={TRUTH}`."
+        )
+    row = np.r_[np.asarray(prior.loc, float), 0.5 * (prior.t_low + prior.t_high)]
+    row[list(prior.global_index)] = truth  # the prior's centre with the truth as globals
+    if not (np.all(np.isfinite(truth)) and bool(prior.in_support(row))):
+        raise ValueError(
+            f"`mock_stars`: `truth` must be finite and inside the prior support; got "
+            f"{truth.tolist()}. Pass finite values of ({', '.join(GLOBAL_NAMES)})."
+        )
     table = load_yields(yields, data_dir=data_dir) if isinstance(yields, str) else yields
     k_theta, k_noise = jax.random.split(key)
     thetas, xs, attempt = [], [], 0
@@ -265,6 +285,26 @@ def run_headline(
     key = jax.random.key(train_seed)
     k_sim, k_test, k_emu, k_npe = jax.random.split(key, 4)
 
+    # 0. Networks already in the cache, loaded first so that a corrupted, foreign or mismatched
+    # file fails before any simulation.
+    emu_path = cache / f"emulator_{n_train}.eqx"
+    npe_path = cache / f"npe_globals_{n_train}.eqx"
+    emulator = posterior = None
+    if "c" in methods and emu_path.is_file():
+        t0 = time.perf_counter()
+        emulator = load_cached(
+            "run_headline", emu_path, load_emulator, x_columns=CHEMPY_COLUMNS,
+            theta_columns=THETA_COLUMNS,
+        )
+        timings["emulator_train_s"] = time.perf_counter() - t0
+    if npe_path.is_file():
+        t0 = time.perf_counter()
+        posterior = load_cached(
+            "run_headline", npe_path, load_posterior, params=GLOBAL_NAMES,
+            x_columns=SBI_CHEMPY_COLUMNS,
+        )
+        timings["npe_train_s"] = time.perf_counter() - t0
+
     # 1. Simulations (resumable shards).
     t0 = time.perf_counter()
     sims = load_training_set(
@@ -290,13 +330,10 @@ def run_headline(
     timings["simulate_s"] = time.perf_counter() - t0
 
     # 2. Emulator (needed by method c).
-    emulator, emu_report = None, None
+    emu_report = None
     if "c" in methods:
-        path = cache / f"emulator_{n_train}.eqx"
-        t0 = time.perf_counter()
-        if path.is_file():
-            emulator = load_emulator(path)
-        else:
+        if emulator is None:
+            t0 = time.perf_counter()
             ckpt = cache / f"emulator_{n_train}.ckpt"
             fit = fit_emulator(
                 k_emu,
@@ -309,16 +346,13 @@ def run_headline(
                 show_progress=show_progress,
             )
             emulator = fit.emulator
-            save_emulator(path, emulator)
-        timings["emulator_train_s"] = time.perf_counter() - t0
+            save_emulator(emu_path, emulator)
+            timings["emulator_train_s"] = time.perf_counter() - t0
         emu_report = emulator_accuracy(emulator, test.theta, test.x).as_dict()
 
     # 3. Marginal NPE of the globals.
-    path = cache / f"npe_globals_{n_train}.eqx"
-    t0 = time.perf_counter()
-    if path.is_file():
-        posterior = load_posterior(path)
-    else:
+    if posterior is None:
+        t0 = time.perf_counter()
         ckpt = cache / f"npe_globals_{n_train}.ckpt"
         fit = train_npe(
             k_npe,
@@ -332,8 +366,8 @@ def run_headline(
             show_progress=show_progress,
         )
         posterior = fit.posterior
-        save_posterior(path, posterior)
-    timings["npe_train_s"] = time.perf_counter() - t0
+        save_posterior(npe_path, posterior)
+        timings["npe_train_s"] = time.perf_counter() - t0
 
     # 4. The mock galaxy from the model.
     k_mock, k_a, k_c, k_cov = jax.random.split(jax.random.key(seed), 4)

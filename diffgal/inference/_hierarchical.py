@@ -26,6 +26,7 @@ from ..chemistry import (
     CHEMPY_COLUMNS,
     DEFAULT_LOG10_TAU_IA,
     SBI_CHEMPY_COLUMNS,
+    THETA_COLUMNS,
     GCEOptions,
     load_yields,
 )
@@ -125,6 +126,18 @@ def hierarchical_nuts(
         raise ValueError(
             "`hierarchical_nuts`: `emulator` must output the `CHEMPY_COLUMNS`; got "
             f"{emulator.x_columns}."
+        )
+    if tuple(emulator.theta_columns) != tuple(THETA_COLUMNS):
+        raise ValueError(
+            "`hierarchical_nuts`: `emulator` must take the `THETA_COLUMNS` "
+            f"{THETA_COLUMNS} as inputs; got {emulator.theta_columns}. Train it with "
+            "`fit_emulator` on a `simulate_training_set` output."
+        )
+    unknown = [c for c in x_columns if c not in emulator.x_columns]
+    if unknown:
+        raise ValueError(
+            f"`hierarchical_nuts`: `x_columns` {unknown} are not outputs of `emulator`; pick "
+            f"from {', '.join(emulator.x_columns)}."
         )
     cols = jnp.array([emulator.x_columns.index(c) for c in x_columns])
     n_star = x_obs.shape[0]

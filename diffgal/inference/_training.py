@@ -23,9 +23,35 @@ from jaxtyping import PRNGKeyArray
 
 from .._serialise import read_header, read_leaves, write_model
 
-__all__ = ["fit_minibatch"]
+__all__ = ["fit_minibatch", "load_cached"]
 
 CHECKPOINT_FORMAT = "diffgal.inference.checkpoint/1"
+
+
+def load_cached(api: str, path, load: typing.Callable, **expected) -> typing.Any:
+    """`load(path)` for a trained network kept in a cache folder, with a message that says how
+    to start over when the file is corrupted, foreign, or trained for other columns.
+
+    `expected` maps attribute names of the loaded model to the values it must have (for
+    example `params=GLOBAL_NAMES`); any other value is a mismatch.
+    """
+    try:
+        model = load(path)
+    except ValueError as err:
+        reason = str(err)
+    else:
+        wrong = [k for k, v in expected.items() if tuple(getattr(model, k)) != tuple(v)]
+        if not wrong:
+            return model
+        found = "; ".join(
+            f"`{k}` {tuple(getattr(model, k))} instead of {tuple(expected[k])}" for k in wrong
+        )
+        reason = f"it was trained for {found}."
+    raise ValueError(
+        f"`{api}`: the cached network {str(path)!r} cannot be used: {reason} Delete it to train "
+        "it again, or pass another `cache` folder (`--cache` or a fresh `--out` of "
+        "`diffgal infer`)."
+    )
 
 
 def _is_frozen(leaf) -> bool:

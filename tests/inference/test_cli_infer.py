@@ -46,7 +46,20 @@ def test_star_tables_and_aggregate(tmp_path, capsys):
     from diffgal.inference import GLOBAL_NAMES, ChemistryPrior, save_posterior, train_npe
 
     cols = list(SBI_CHEMPY_COLUMNS)
-    # Bad tables are rejected before any model is loaded, naming what is wrong.
+    # A marginal NPE on an informative linear toy.
+    prior = ChemistryPrior()
+    theta = np.asarray(prior.sample(jax.random.key(0), (3000,)))
+    b = np.linspace(-1.0, 1.0, 16).reshape(8, 2) + np.eye(8, 2)
+    post = train_npe(jax.random.key(1), theta, theta[:, :2] @ b.T, params=GLOBAL_NAMES,
+                     noise=0.2, flow_layers=2, nn_width=16, max_epochs=15,
+                     show_progress=False).posterior
+    model = save_posterior(tmp_path / "npe.eqx", post)
+
+    # Bad tables are rejected, naming what is wrong; a missing model is named first.
+    table = _write_csv(tmp_path / "ok.csv", [[0.0] * 8], cols)
+    assert main(["infer", "aggregate", "--posterior", str(tmp_path / "none.eqx"), "--stars",
+                 str(table), "--out", str(tmp_path / "agg")]) == 2
+    assert "none.eqx' does not exist" in capsys.readouterr().err
     bad = {
         "missing.csv": (cols[:-1], [[0.0] * 7]),
         "nan.csv": (cols, [[0.0] * 8, [0.0] * 7 + [""]]),
@@ -56,23 +69,16 @@ def test_star_tables_and_aggregate(tmp_path, capsys):
                 "empty.csv": "holds no stars"}
     for name, (header, rows) in bad.items():
         path = _write_csv(tmp_path / name, rows, header)
-        code = main(["infer", "aggregate", "--posterior", str(tmp_path / "none.eqx"), "--stars",
+        code = main(["infer", "aggregate", "--posterior", str(model), "--stars",
                      str(path), "--out", str(tmp_path / "agg")])
         assert code == 2
         assert expected[name] in capsys.readouterr().err
     np.save(tmp_path / "seven.npy", np.zeros((3, 7)))
-    assert main(["infer", "posterior", "--posterior", "x.eqx", "--stars",
+    assert main(["infer", "posterior", "--posterior", str(model), "--stars",
                  str(tmp_path / "seven.npy"), "--out", str(tmp_path / "d.npz")]) == 2
     assert "must have shape (n_star, 8)" in capsys.readouterr().err
 
-    # A marginal NPE on an informative linear toy, then both commands on a CSV in another order.
-    prior = ChemistryPrior()
-    theta = np.asarray(prior.sample(jax.random.key(0), (3000,)))
-    b = np.linspace(-1.0, 1.0, 16).reshape(8, 2) + np.eye(8, 2)
-    post = train_npe(jax.random.key(1), theta, theta[:, :2] @ b.T, params=GLOBAL_NAMES,
-                     noise=0.2, flow_layers=2, nn_width=16, max_epochs=15,
-                     show_progress=False).posterior
-    model = save_posterior(tmp_path / "npe.eqx", post)
+    # Both commands on a CSV in another order.
     stars = np.array([-2.3, -2.89]) @ b.T + 0.2 * np.random.default_rng(0).normal(size=(30, 8))
     order = cols[::-1]
     table = _write_csv(tmp_path / "stars.csv", stars[:, ::-1].tolist(), order)
@@ -89,3 +95,77 @@ def test_star_tables_and_aggregate(tmp_path, capsys):
     a = summary["methods"]["a_gaussian_product"]
     assert summary["n_stars"] == 30
     assert abs(a["imf_slope"]["mean"] + 2.3) < 0.1 and a["imf_slope"]["sigma"] < 0.1
+
+
+@pytest.mark.parametrize(
+    ("argv", "cached"),
+    [
+        (["infer", "headline", "--methods", "a"], "npe_globals_100.eqx"),
+        (["infer", "compare", "--sets", "default,tng", "--mock", "default"],
+         "default/emulator_100.eqx"),
+    ],
+)
+@pytest.mark.parametrize("content", ["garbage", "emulator"])
+def test_a_bad_cached_model_is_a_usage_error_before_any_simulation(
+    tmp_path, capsys, monkeypatch, argv, cached, content
+):
+    import jax
+
+    import diffgal.inference._compare as compare
+    import diffgal.inference._headline as headline
+    from diffgal.inference import Emulator, save_emulator
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("simulated before checking the cached models")
+
+    monkeypatch.setattr(headline, "simulate_training_set", no_simulation)
+    monkeypatch.setattr(compare, "simulate_training_set", no_simulation)
+    path = tmp_path / "cache" / cached
+    path.parent.mkdir(parents=True)
+    if content == "garbage":
+        path.write_bytes(b"\x00not a model\n\xff")
+    else:  # a file of another kind: an emulator where an NPE is expected, or the reverse
+        if "emulator" in cached:
+            path.write_bytes(b'{"format": "diffgal.inference.posterior/1"}\n')
+        else:
+            save_emulator(path, Emulator(width_sizes=(2,), key=jax.random.key(0)))
+    code = main([*argv, "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
+                 "--n-train", "100", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(path) in err and "Delete it to train it again" in err and "--cache" in err
+
+
+def test_load_cached_names_a_mismatched_model(tmp_path):
+    import types
+
+    from diffgal.inference import GLOBAL_NAMES
+    from diffgal.inference._training import load_cached
+
+    six = types.SimpleNamespace(params=("imf_slope", "log10_n_ia", "log10_sfe"))
+    with pytest.raises(ValueError, match=r"`f`: the cached network .*m.eqx.*`params` \('imf_sl"):
+        load_cached("f", tmp_path / "m.eqx", lambda p: six, params=GLOBAL_NAMES)
+    assert load_cached("f", tmp_path / "m.eqx", lambda p: six, params=six.params) is six
+
+
+def test_star_tables_are_read_in_the_posterior_columns(tmp_path, monkeypatch):
+    import argparse
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    import diffgal.inference as inference
+    from diffgal.cli import _read_posterior_and_stars
+    from diffgal.inference import GLOBAL_NAMES, ChemistryPrior, Posterior
+
+    columns = ("[Mg/Fe]", "[Fe/H]", "[O/Fe]")  # a posterior trained on three abundances
+    shell = Posterior(flow=None, prior=ChemistryPrior(), u_mean=jnp.zeros(2), u_std=jnp.ones(2),
+                      x_mean=jnp.zeros(3), x_std=jnp.ones(3), params=GLOBAL_NAMES,
+                      x_columns=columns, config=())
+    monkeypatch.setattr(inference, "load_posterior", lambda path: shell)
+    table = _write_csv(tmp_path / "stars.csv", [[1, 2, 3, 4], [5, 6, 7, 8]],
+                       ["[O/Fe]", "[C/Fe]", "[Fe/H]", "[Mg/Fe]"])
+    args = argparse.Namespace(posterior=tmp_path / "npe.eqx", stars=table)
+    posterior, x_obs = _read_posterior_and_stars(args)
+    assert posterior is shell
+    np.testing.assert_array_equal(x_obs, [[4, 3, 1], [8, 7, 5]])

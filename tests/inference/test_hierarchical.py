@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from diffgal.chemistry import CHEMPY_COLUMNS, SBI_CHEMPY_COLUMNS
+from diffgal.chemistry import CHEMPY_COLUMNS, SBI_CHEMPY_COLUMNS, THETA_COLUMNS
 from diffgal.inference import (
     ChemistryPrior,
     check_observations,
@@ -51,3 +51,18 @@ def test_observation_errors():
     with pytest.raises(ValueError, match="NaN/inf entries in 1 rows"):
         check_observations("f", np.where(np.arange(24).reshape(3, 8) == 9, np.nan, good))
     assert check_observations("f", good).shape == (3, 8)
+
+
+def test_hierarchical_nuts_rejects_a_mismatched_table_or_emulator():
+    from diffgal.inference import Emulator
+
+    emu = Emulator(width_sizes=(2,), key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"`hierarchical_nuts`: `x_obs` must have shape \(n_sta"):
+        hierarchical_nuts(jax.random.key(1), np.zeros((3, 7)), emu)
+    with pytest.raises(ValueError, match=r"`x_obs` must have shape \(n_star, 2\)"):
+        hierarchical_nuts(jax.random.key(1), np.zeros((3, 8)), emu, x_columns=("[Fe/H]", "[O/Fe]"))
+    with pytest.raises(ValueError, match=r"`x_columns` \['\[Zn/Fe\]'\] are not outputs"):
+        hierarchical_nuts(jax.random.key(1), np.zeros((3, 1)), emu, x_columns=("[Zn/Fe]",))
+    five = Emulator(width_sizes=(2,), theta_columns=THETA_COLUMNS[:5], key=jax.random.key(0))
+    with pytest.raises(ValueError, match="`emulator` must take the `THETA_COLUMNS`"):
+        hierarchical_nuts(jax.random.key(1), np.zeros((3, 8)), five)
