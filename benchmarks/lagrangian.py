@@ -83,7 +83,8 @@ from diffgal.lagrangian import (  # noqa: E402
 #: With an Adam-type optimiser the f gradient of the metric (clipped to norm 0.05) is not small
 #: next to the data gradient once the fit reaches the noise floor, and at λ = 1 it pulls F off the
 #: data: the held-out error of the LNODE was 1.07-2.04x the plain model's (results/
-#: lagrangian_lam1.json). λ = 0.1 still lowers the learned F's metric 20-95x (results/lagrangian.json).
+#: lagrangian_lam1.json). λ = 0.1 still lowers the learned F's metric 20-95x
+#: (results/lagrangian.json).
 RECIPES = {
     "reference": {"learning_rate": 0.07, "learning_rate_end": 0.07, "lam": 1.0},
     "decay": {
