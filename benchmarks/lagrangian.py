@@ -77,7 +77,7 @@ from diffgal.lagrangian import (  # noqa: E402
 #: model (the plain twin of a recipe trains with its learning rates and λ = 0).
 #:
 #: - `decay` (default): cosine 1e-2 -> 1e-4 (`TRAINING`), λ = 0.1;
-#: - `decay_lam1`: the same learning rates with the reference's λ = 1;
+#: - `decay_lam003`, `decay_lam1`: the same learning rates with λ = 0.03 and the reference's λ = 1;
 #: - `reference`: the reference's constant RAdam 0.07 and λ = 1.
 #:
 #: With an Adam-type optimiser the f gradient of the metric (clipped to norm 0.05) is not small
@@ -91,6 +91,11 @@ RECIPES = {
         "learning_rate": TRAINING["learning_rate"],
         "learning_rate_end": TRAINING["learning_rate_end"],
         "lam": 0.1,
+    },
+    "decay_lam003": {
+        "learning_rate": TRAINING["learning_rate"],
+        "learning_rate_end": TRAINING["learning_rate_end"],
+        "lam": 0.03,
     },
     "decay_lam1": {
         "learning_rate": TRAINING["learning_rate"],
