@@ -85,23 +85,15 @@ from diffgal.lagrangian import (  # noqa: E402
 #: data: the held-out error of the LNODE was 1.07-2.04x the plain model's (results/
 #: lagrangian_lam1.json). λ = 0.1 still lowers the learned F's metric 20-95x
 #: (results/lagrangian.json).
+_DECAY = {
+    "learning_rate": TRAINING["learning_rate"],
+    "learning_rate_end": TRAINING["learning_rate_end"],
+}
 RECIPES = {
     "reference": {"learning_rate": 0.07, "learning_rate_end": 0.07, "lam": 1.0},
-    "decay": {
-        "learning_rate": TRAINING["learning_rate"],
-        "learning_rate_end": TRAINING["learning_rate_end"],
-        "lam": 0.1,
-    },
-    "decay_lam003": {
-        "learning_rate": TRAINING["learning_rate"],
-        "learning_rate_end": TRAINING["learning_rate_end"],
-        "lam": 0.03,
-    },
-    "decay_lam1": {
-        "learning_rate": TRAINING["learning_rate"],
-        "learning_rate_end": TRAINING["learning_rate_end"],
-        "lam": 1.0,
-    },
+    "decay": {**_DECAY, "lam": 0.1},
+    "decay_lam003": {**_DECAY, "lam": 0.03},
+    "decay_lam1": {**_DECAY, "lam": 1.0},
 }
 
 
@@ -223,8 +215,8 @@ def cost_benchmark(dims, n_points, n_traj, n_fixed_steps):
 
 def _run(cfg, key, name, lagrangian, recipe, show_progress, score_true_force):
     settings = dict(cfg["recipes"][recipe])
-    lam = settings.pop("lam") if lagrangian else 0.0
-    settings.pop("lam", None)
+    recipe_lam = settings.pop("lam")
+    lam = recipe_lam if lagrangian else 0.0
     learned = learn_force(
         key,
         name,

@@ -66,8 +66,8 @@ def main(argv=None):
             if values:
                 right.scatter(np.full(len(values), x[i] + 0.22 * (j - 1)), values, marker=marker,
                               color=f"C{j}", label=label if i == 0 else None)  # fmt: skip
-    worst = [min(experiments[s]["case4"]["plain"]["H"] for s in seeds)]
-    right.axhline(worst[0] / 30, color="k", linestyle=":", linewidth=1,
+    lowest_case4 = min(experiments[s]["case4"]["plain"]["H"] for s in seeds)
+    right.axhline(lowest_case4 / 30, color="k", linestyle=":", linewidth=1,
                   label="lowest learned case IV / 30")  # fmt: skip
     right.set_yscale("log")
     right.set_xticks(x, list(SYSTEMS.values()))
