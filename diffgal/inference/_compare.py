@@ -203,7 +203,7 @@ def star_log_evidence(
         raise ValueError(f"`{api}`: `n_draws` must be >= 2; got {n_draws}.")
     if not noise > 0:
         raise ValueError(f"`{api}`: `noise` must be > 0 [dex]; got {noise}.")
-    x_obs = check_observations(api, x_obs, len(posterior.x_columns))
+    x_obs = check_observations(api, x_obs, posterior.x_columns)
     cols = jnp.array([CHEMPY_COLUMNS.index(c) for c in posterior.x_columns])
     dtype = posterior.u_mean.dtype
     prior = posterior.prior
@@ -390,7 +390,7 @@ def log_evidence(
 ) -> EvidenceResult:
     """log p(X | m) of a star set under one candidate model (see the module docstring)."""
     posterior, marginal = candidate.posterior, candidate.marginal
-    x_obs = check_observations("log_evidence", x_obs, len(posterior.x_columns))
+    x_obs = check_observations("log_evidence", x_obs, posterior.x_columns)
     dtype = posterior.u_mean.dtype
     cond = jnp.asarray(x_obs, dtype)
     k_star, k_init = jax.random.split(key)
@@ -434,7 +434,7 @@ def posterior_predictive_check(
     **Returns:** a dict with the per-star `p_values`, `fraction_below_0.05`, the median, and
     the posterior-mean χ² per degree of freedom.
     """
-    x_obs = jnp.asarray(check_observations("posterior_predictive_check", x_obs, len(x_columns)))
+    x_obs = jnp.asarray(check_observations("posterior_predictive_check", x_obs, x_columns))
     cols = jnp.array([CHEMPY_COLUMNS.index(c) for c in x_columns])
     pred = emulator(star.theta)[..., cols]
     chi2 = jnp.sum(((x_obs[:, None, :].astype(pred.dtype) - pred) / noise) ** 2, -1)
@@ -1145,7 +1145,7 @@ def posterior_predictive(
         )
     if n_draws < 2:
         raise ValueError(f"`{api}`: `n_draws` must be >= 2; got {n_draws}.")
-    x_obs = check_observations(api, x_obs, len(posterior.x_columns))
+    x_obs = check_observations(api, x_obs, posterior.x_columns)
     cond = jnp.asarray(x_obs, posterior.u_mean.dtype)
     theta = posterior.sample_per_star(key, n_draws, cond)
     weights = jnp.full(theta.shape[:2], 1.0 / n_draws, theta.dtype)

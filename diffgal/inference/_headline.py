@@ -157,7 +157,7 @@ def aggregate_stars(key, posterior, x_obs, *, prior=None, n_draws=1000, nuts=Tru
             f"`aggregate_stars`: `posterior` must be the marginal NPE of {GLOBAL_NAMES} "
             f"(`train_npe(..., params=GLOBAL_NAMES)`); got one of {posterior.params}."
         )
-    x_obs = check_observations("aggregate_stars", x_obs, len(posterior.x_columns))
+    x_obs = check_observations("aggregate_stars", x_obs, posterior.x_columns)
     prior = posterior.prior if prior is None else prior
     agg = _aggregate_npe(key, posterior, x_obs, prior, n_draws=n_draws, nuts=nuts,
                          nuts_samples=nuts_samples)

@@ -58,15 +58,19 @@ class GlobalPosterior(typing.NamedTuple):
 
 
 def check_observations(
-    api: str, x_obs, n_columns: int = len(SBI_CHEMPY_COLUMNS), *, allow_nan: bool = False
+    api: str,
+    x_obs,
+    columns: typing.Sequence[str] = SBI_CHEMPY_COLUMNS,
+    *,
+    allow_nan: bool = False,
 ) -> np.ndarray:
-    """Host-side checks of a star table `(n_star, n_columns)` with messages naming `x_obs`."""
+    """Host-side checks of a star table `(n_star, len(columns))` with messages naming `x_obs`."""
+    columns = tuple(columns)
     x_obs = np.asarray(x_obs, dtype=float)
-    if x_obs.ndim != 2 or x_obs.shape[1] != n_columns:
+    if x_obs.ndim != 2 or x_obs.shape[1] != len(columns):
         raise ValueError(
-            f"`{api}`: `x_obs` must have shape (n_star, {n_columns}) with columns "
-            f"{', '.join(SBI_CHEMPY_COLUMNS) if n_columns == 8 else n_columns}; got shape "
-            f"{x_obs.shape}."
+            f"`{api}`: `x_obs` must have shape (n_star, {len(columns)}) with columns "
+            f"{', '.join(columns)}; got shape {x_obs.shape}."
         )
     if x_obs.shape[0] == 0:
         raise ValueError(f"`{api}`: `x_obs` holds no stars; pass at least one row.")
@@ -121,7 +125,7 @@ def hierarchical_nuts(
     from numpyro.infer import MCMC, NUTS, init_to_value
 
     prior = ChemistryPrior() if prior is None else prior
-    x_obs = check_observations("hierarchical_nuts", x_obs, len(x_columns))
+    x_obs = check_observations("hierarchical_nuts", x_obs, x_columns)
     if tuple(emulator.x_columns) != tuple(CHEMPY_COLUMNS):
         raise ValueError(
             "`hierarchical_nuts`: `emulator` must output the `CHEMPY_COLUMNS`; got "
@@ -261,7 +265,7 @@ def map_fit(
     locals marginalised through the exact block-arrow Hessian.
     """
     prior = ChemistryPrior() if prior is None else prior
-    x_obs = check_observations("map_fit", x_obs, len(x_columns))
+    x_obs = check_observations("map_fit", x_obs, x_columns)
     t0 = time.perf_counter()  # wall time includes compilation and the start search
     dtype = jnp.asarray(0.0).dtype
     cols = jnp.array([CHEMPY_COLUMNS.index(c) for c in x_columns])
@@ -414,4 +418,4 @@ def read_star_table(path, columns: typing.Sequence[str] = SBI_CHEMPY_COLUMNS) ->
         else:
             data = np.zeros((0, len(header)))
         table = data[:, [header.index(c) for c in columns]]
-    return check_observations("read_star_table", table, len(columns))
+    return check_observations("read_star_table", table, columns)

@@ -51,6 +51,10 @@ def test_observation_errors():
     with pytest.raises(ValueError, match="NaN/inf entries in 1 rows"):
         check_observations("f", np.where(np.arange(24).reshape(3, 8) == 9, np.nan, good))
     assert check_observations("f", good).shape == (3, 8)
+    # A custom column set is named in the message, not counted.
+    message = r"\(n_star, 2\) with columns Fe_H, O_Fe; got shape \(3, 8\)"
+    with pytest.raises(ValueError, match=message):
+        check_observations("f", good, ("Fe_H", "O_Fe"))
 
 
 def test_hierarchical_nuts_rejects_a_mismatched_table_or_emulator():
