@@ -124,6 +124,29 @@ def test_lambda_zero_reproduces_plain_update_exactly():
     )
 
 
+def test_plateau_scheduler_waits_for_the_full_curriculum_window():
+    """With a vanishing learning rate nothing improves, so the plateau counter runs every step it
+    is allowed to: from the first step with `plateau_during_curriculum=True` (the reference),
+    only once the window covers the whole series by default."""
+    model = NeuralSecondOrderODE(2, normaliser=NZ, key=jax.random.key(3))
+    opts = dict(TRAIN, steps=24, learning_rate=1e-12, plateau_patience=3, plateau_rtol=0.5)
+    waited = train_lnode(jax.random.key(1), model, TS, QS, **opts).history
+    eager = train_lnode(
+        jax.random.key(1), model, TS, QS, plateau_during_curriculum=True, **opts
+    ).history
+    n_time = TS.shape[0]
+    growing = waited["window"] < n_time
+    first_full = int(np.argmax(~growing))
+    assert 4 < first_full < 20  # the window grows for a while, then covers the series
+    # Default: scale 1 while the window grows; the first halving comes patience + 1 steps after
+    # the window is full (one step to set the best value, three without a 50 % improvement).
+    assert np.all(waited["lr_scale"][growing] == 1.0)
+    assert np.all(waited["lr_scale"][first_full : first_full + 3] == 1.0)
+    assert waited["lr_scale"][first_full + 3] == 0.5
+    # Reference behaviour: the first halving comes during the curriculum.
+    assert eager["lr_scale"][3] == 0.5 and eager["window"][3] < n_time
+
+
 # ------------------------------------------------------------------------------------------------
 # Checkpoints
 # ------------------------------------------------------------------------------------------------
