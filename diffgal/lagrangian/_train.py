@@ -452,7 +452,10 @@ def train_lnode(
         resume = pathlib.Path(resume)
         header, _ = _read_header(resume)
         _compare("model hyperparameters", header.get("model", {}), model_info, resume)
-        _compare("training options", header.get("train", {}), config, resume)
+        stored = dict(header.get("train", {}))
+        # Checkpoints from before the option existed counted plateaus from the first step.
+        stored.setdefault("plateau_during_curriculum", True)
+        _compare("training options", stored, config, resume)
         if header.get("data_sha1") != fingerprint:
             raise ValueError(
                 f"`train_lnode`: checkpoint {str(resume)!r} was trained on other data (its "

@@ -2,6 +2,7 @@
 checkpoint/resume exactness and errors (issue 5, point 5), inference without g, and a smoke
 training run (spec §9.9)."""
 
+import json
 import math
 
 import equinox as eqx
@@ -254,6 +255,16 @@ def test_checkpoint_errors(tmp_path):
     lnode = LagrangianNeuralODE(2, normaliser=NZ, key=jax.random.key(2))
     with pytest.raises(ValueError, match=r"other model hyperparameters.*class"):
         train_lnode(key, lnode, TS, QS, steps=4, resume=path, lam=0.0, **TRAIN)
+
+    # A checkpoint from before `plateau_during_curriculum` existed counted plateaus from step 0:
+    # it resumes with that setting, and the error names the option otherwise.
+    header = json.loads(raw[:header_end])
+    del header["train"]["plateau_during_curriculum"]
+    old = tmp_path / "old.ckpt"
+    old.write_bytes(json.dumps(header).encode() + b"\n" + raw[header_end:])
+    with pytest.raises(ValueError, match="plateau_during_curriculum: checkpoint True, given False"):
+        resume(old)
+    assert resume(old, plateau_during_curriculum=True).step == 4
 
 
 # ------------------------------------------------------------------------------------------------
