@@ -365,7 +365,7 @@ def train_lnode(
       not comparable from step to step: L_H over the first few points is far below its later
       values, so a scheduler counting from step 0 halves the learning rate of a Lagrangian
       neural ODE for no reason (measured: twice in 6000 steps on the damped oscillator, which
-      raised its held-out error by 30-50 %). `True` counts from the first step, as the
+      raised its held-out error by 16-48 %). `True` counts from the first step, as the
       reference does.
     - `learning_rate_end`: if given, the learning rate decays by a cosine from `learning_rate`
       to this value over `steps` (then `steps` is part of the run's settings and a resumed run
