@@ -30,7 +30,9 @@
 #    penalty COMPASS's plug-in likelihood lacks) and the posterior model probabilities.
 #
 # `DIFFGAL_NOTEBOOK_SMALL=1` runs at tiny sizes (numbers then meaningless; the full-size run is
-# `diffgal infer headline`), `DIFFGAL_NOTEBOOK_OUT` chooses where the figures go.
+# `diffgal infer headline`) and skips the MAP and the model comparison, whose compilation
+# dominates a small run (the tests run both on their own); `DIFFGAL_NOTEBOOK_OUT` chooses where
+# the figures go.
 
 # %%
 import os
@@ -175,8 +177,9 @@ nuts = hierarchical_nuts(
     num_chains=1 if SMALL else 2,
 )
 results["(c) hierarchical NUTS"] = (nuts.mean, nuts.cov, nuts.seconds)
-mp = map_fit(k_nuts, x_obs, yields=table, steps=15 if SMALL else 300)
-results["MAP + Laplace"] = (mp.mean, mp.cov, mp.seconds)
+if not SMALL:  # compiling the model's Hessian takes ~50 s; tests/inference covers `map_fit`
+    mp = map_fit(k_nuts, x_obs, yields=table, steps=300)
+    results["MAP + Laplace"] = (mp.mean, mp.cov, mp.seconds)
 
 print(f"{'method':26s} {'alpha_IMF':>24s} {'log10 N_Ia':>24s} {'wall s':>7s}")
 for name, (mean, cov, sec) in results.items():
@@ -216,22 +219,24 @@ plt.close(fig)
 # comes from `mixed`. This needs the TNG tables.
 
 # %%
-if YIELDS == "tng":
+if SMALL:  # ~2 min of training and compiling; tests/inference/test_compare.py runs it small
+    print("model comparison skipped in the small run")
+elif YIELDS == "tng":
     npe6 = train_npe(
-        k_npe, sims.theta, sims.x[:, cols], noise=0.05, max_epochs=5 if SMALL else 150,
+        k_npe, sims.theta, sims.x[:, cols], noise=0.05, max_epochs=150,
         show_progress=False,
     ).posterior
     first = Candidate("tng", npe6, posterior, emu, {})
     second = build_candidate(
         "mixed", WORK / "candidates", n_train=N_TRAIN, n_test=SHARD, shard_size=SHARD,
-        emulator_epochs=10 if SMALL else 150, npe_epochs=5 if SMALL else 150,
-        marginal_epochs=5 if SMALL else 80, show_progress=False,
+        emulator_epochs=150, npe_epochs=150,
+        marginal_epochs=80, show_progress=False,
     )
     x_mixed, _ = mock_stars(k_mock, N_STARS, prior=prior, yields=candidate_yields("mixed"))
     comparison = compare_models(
-        k_agg, [first, second], x_mixed, n_draws=64 if SMALL else 512,
-        n_grid=24 if SMALL else 64, n_bootstrap=20 if SMALL else 200,
-        n_stars_curve=(1, 5) if SMALL else (1, 3, 10, 30, 100, 300),
+        k_agg, [first, second], x_mixed, n_draws=512,
+        n_grid=64, n_bootstrap=200,
+        n_stars_curve=(1, 3, 10, 30, 100, 300),
     )
     for name, lz, p in zip(comparison.names, comparison.log_z, comparison.probabilities,
                            strict=True):

@@ -140,7 +140,7 @@ if SMALL:
     sizes = dict(n_train=16, n_test=8, steps=60, batch_size=16)
     score_sizes = dict(n_score_traj=8, n_points=256, metric_steps=150)
 else:
-    sizes = dict(n_train=2048, n_test=128)  # the benchmark's recipe (`TRAINING`)
+    sizes = dict(n_train=1024, n_test=128)  # the benchmark's sizes and recipe (`TRAINING`)
     score_sizes = dict(n_score_traj=128, n_points=4096, metric_steps=5000)
 learned_scores = {}
 with jax.enable_x64(False):

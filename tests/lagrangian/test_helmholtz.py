@@ -435,7 +435,6 @@ def test_learned_metric_separation_full_length():
     _separation(15_000, jnp.float64, 1e-3, 0.3)
 
 
-@pytest.mark.slow
 def test_learned_metric_signature_search():
     """Training cannot change g's signature (it would pass through a singular g).
 

@@ -287,7 +287,6 @@ def test_inference_does_not_call_g():
     )
 
 
-@pytest.mark.slow
 def test_lnode_smoke_training():
     """Spec §9.9: L_R falls by >= 10x on a tiny undamped-oscillator set, L_H stays finite, and
     the trained model predicts without its g network."""
