@@ -229,13 +229,11 @@ elif YIELDS == "tng":
     first = Candidate("tng", npe6, posterior, emu, {})
     second = build_candidate(
         "mixed", WORK / "candidates", n_train=N_TRAIN, n_test=SHARD, shard_size=SHARD,
-        emulator_epochs=150, npe_epochs=150,
-        marginal_epochs=80, show_progress=False,
+        emulator_epochs=150, npe_epochs=150, marginal_epochs=80, show_progress=False,
     )
     x_mixed, _ = mock_stars(k_mock, N_STARS, prior=prior, yields=candidate_yields("mixed"))
     comparison = compare_models(
-        k_agg, [first, second], x_mixed, n_draws=512,
-        n_grid=64, n_bootstrap=200,
+        k_agg, [first, second], x_mixed, n_draws=512, n_grid=64, n_bootstrap=200,
         n_stars_curve=(1, 3, 10, 30, 100, 300),
     )
     for name, lz, p in zip(comparison.names, comparison.log_z, comparison.probabilities,
